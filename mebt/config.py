@@ -1,0 +1,187 @@
+"""Configuration: one dataclass per part, presets that fill them in, and a dict round trip.
+
+The whole `Config` is stored (as a plain dict) inside every checkpoint, so
+`python sample.py --ckpt out/mebt.pt` can rebuild everything without flags.
+
+    from mebt.config import get_preset
+    cfg = get_preset("tiny")        # CPU, minutes
+    cfg = get_preset("paper")       # the paper's 345M-parameter model, GPU
+
+Presets:
+- tiny  : 32x32 synthetic clips of 128 frames -> 32x8x8 = 2048 tokens; d=128. Trains on 2 CPU cores.
+- small : 64x64, 128 frames -> 32x16x16 = 8192 tokens; d=512. One GPU, hours.
+- paper : 128x128, 128 frames -> 32x16x16 = 8192 tokens; d=1024, 24 layers, 256 latents, vocab 16384.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "synthetic"   # "synthetic" (built in, procedurally generated) or "skytimelapse" (a folder)
+    resolution: int = 32         # frames are square: resolution x resolution pixels
+    frames: int = 128            # clip length in video frames (a multiple of the tokenizer's temporal factor)
+    stride: int = 1              # take every `stride`-th frame of a real video (1 = native frame rate)
+    num_videos: int = 512        # synthetic only: size of the training set (the held-out set is separate)
+    num_eval_videos: int = 32    # synthetic only: held-out videos for PSNR / masked-token NLL
+    max_objects: int = 3         # synthetic only: 1..max_objects shapes per video
+
+
+@dataclass
+class TokenizerConfig:
+    channels: int = 64                 # width of the first conv stage; doubled at each spatial downsampling
+    temporal_downsample: int = 4       # T frames -> T/4 latent frames (as TATS / MeBT)
+    spatial_downsample: int = 4        # H pixels -> H/4 token rows (tiny: 32 -> 8)
+    codebook_size: int = 512           # number of discrete codes = the transformer's vocabulary
+    code_dim: int = 64                 # dimension of each codebook vector
+    ema_decay: float = 0.99            # EMA codebook update rate (DESIGN.md §6)
+    commitment: float = 0.25           # weight of || z_e - sg(z_q) ||^2
+    dead_code_threshold: float = 1.0   # a code whose EMA usage count falls below this is restarted
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int = 512                          # must equal TokenizerConfig.codebook_size
+    grid: tuple[int, int, int] = (32, 8, 8)        # (t, h, w): largest token grid; sizes the positional tables
+    d_model: int = 128                             # width of every stream (latents, context, targets)
+    n_heads: int = 4                               # attention heads; d_model must be divisible by it
+    n_latents: int = 32                            # L: the bottleneck size; cost is O(N * L)
+    encoder_layers: tuple[str, ...] = ("cross", "self") * 2 + ("cross",)   # latents <- context / latents <- latents
+    decoder_layers: tuple[str, ...] = ("read", "write") * 2 + ("read",)     # targets <- latents / latents <- [latents; targets]
+    mlp_ratio: int = 4                             # hidden width of each MLP = mlp_ratio * d_model
+    dropout: float = 0.0                           # paper: 0.1 on sky; 0 for small data we want to fit fast
+    mask_schedule: str = "uniform"                 # how the per-batch mask ratio is drawn: "uniform" (authors) or "cosine" (MaskGIT)
+
+    @property
+    def n_positions(self) -> int:
+        t, h, w = self.grid
+        return t * h * w
+
+
+@dataclass
+class TrainConfig:
+    # tokenizer stage
+    tokenizer_steps: int = 600
+    tokenizer_batch_size: int = 8
+    tokenizer_lr: float = 1e-3
+    tokenizer_clip_frames: int = 16      # the tokenizer is convolutional: it trains on short clips, encodes long ones
+    # transformer stage
+    transformer_steps: int = 1500
+    batch_size: int = 8
+    lr: float = 1e-3                     # peak learning rate (after warm-up); the paper used ~3e-5 at 345M params
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1            # cosine decay ends at lr * min_lr_ratio
+    weight_decay: float = 0.01           # applied to matrices only (not biases, norms, embeddings)
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    curriculum: bool = True              # grow the clip length during training (DESIGN.md §4)
+    curriculum_full_at: float = 0.65     # fraction of transformer_steps at which the full length is the mode
+    curriculum_spread: float = 2.0       # c in p(T): the length is spread about +-c latent frames around its mode
+    eval_every: int = 250
+    sample_every: int = 0                # 0 = only at the end
+    eval_mask_ratio: float = 0.5         # held-out masked-token cross-entropy is measured at this fixed ratio
+    # decoding defaults used for the samples written during / after training
+    sample_steps: int = 32
+    sample_context_temperature: float = 4.0
+
+
+@dataclass
+class Config:
+    name: str = "tiny"
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @property
+    def token_grid(self) -> tuple[int, int, int]:
+        """(t, h, w) of one full clip after tokenization."""
+        return (self.data.frames // self.tokenizer.temporal_downsample,
+                self.data.resolution // self.tokenizer.spatial_downsample,
+                self.data.resolution // self.tokenizer.spatial_downsample)
+
+    def validate(self) -> "Config":
+        """Raise ValueError (one line, naming the field) if the parts do not fit together."""
+        d, tk, m = self.data, self.tokenizer, self.model
+        if d.frames % tk.temporal_downsample:
+            raise ValueError(f"data.frames={d.frames} must be a multiple of tokenizer.temporal_downsample={tk.temporal_downsample}")
+        if d.resolution % tk.spatial_downsample:
+            raise ValueError(f"data.resolution={d.resolution} must be a multiple of tokenizer.spatial_downsample={tk.spatial_downsample}")
+        if m.vocab_size != tk.codebook_size:
+            raise ValueError(f"model.vocab_size={m.vocab_size} must equal tokenizer.codebook_size={tk.codebook_size}")
+        if tuple(m.grid) != self.token_grid:
+            raise ValueError(f"model.grid={tuple(m.grid)} must equal the clip's token grid {self.token_grid}")
+        if m.d_model % m.n_heads:
+            raise ValueError(f"model.d_model={m.d_model} must be divisible by model.n_heads={m.n_heads}")
+        if m.mask_schedule not in ("uniform", "cosine"):
+            raise ValueError(f"model.mask_schedule={m.mask_schedule!r}: expected 'uniform' or 'cosine'")
+        if set(m.encoder_layers) - {"cross", "self"} or set(m.decoder_layers) - {"read", "write"}:
+            raise ValueError("model.encoder_layers takes 'cross'/'self', model.decoder_layers takes 'read'/'write'")
+        if d.dataset not in ("synthetic", "skytimelapse"):
+            raise ValueError(f"data.dataset={d.dataset!r}: expected 'synthetic' or 'skytimelapse'")
+        return self
+
+    def to_dict(self) -> dict:
+        """Plain Python values only (tuples become lists): safe for torch.load(weights_only=True)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Config":
+        def build(dc, values):
+            kwargs = {}
+            for f in dataclasses.fields(dc):
+                if f.name in values:
+                    v = values[f.name]
+                    kwargs[f.name] = tuple(v) if isinstance(v, list) else v   # lists came from tuples
+            return dc(**kwargs)
+        return cls(name=d.get("name", "custom"),
+                   data=build(DataConfig, d.get("data", {})),
+                   tokenizer=build(TokenizerConfig, d.get("tokenizer", {})),
+                   model=build(ModelConfig, d.get("model", {})),
+                   train=build(TrainConfig, d.get("train", {}))).validate()
+
+
+def _tiny() -> Config:
+    return Config(name="tiny")   # the dataclass defaults *are* the tiny preset
+
+
+def _small() -> Config:
+    return Config(
+        name="small",
+        data=DataConfig(resolution=64, frames=128, num_videos=4096),
+        tokenizer=TokenizerConfig(channels=64, spatial_downsample=4, codebook_size=4096, code_dim=128),
+        model=ModelConfig(vocab_size=4096, grid=(32, 16, 16), d_model=512, n_heads=8, n_latents=128,
+                          encoder_layers=("cross", "self") * 3 + ("cross",),
+                          decoder_layers=("read", "write") * 2 + ("read",)),
+        train=TrainConfig(tokenizer_steps=50_000, tokenizer_batch_size=16, tokenizer_lr=3e-4,
+                          transformer_steps=200_000, batch_size=16, lr=3e-4, warmup_steps=2000,
+                          eval_every=2000, sample_every=10_000),
+    )
+
+
+def _paper() -> Config:
+    # DESIGN.md §2: d=1024, 16 heads, 24 layers (13 encoder + 11 decoder), 256 latents, vocab 16384,
+    # 32x16x16 tokens for 128 frames of 128x128 video; ~345M parameters.
+    return Config(
+        name="paper",
+        data=DataConfig(dataset="skytimelapse", resolution=128, frames=128),
+        tokenizer=TokenizerConfig(channels=128, spatial_downsample=8, codebook_size=16384, code_dim=256),
+        model=ModelConfig(vocab_size=16384, grid=(32, 16, 16), d_model=1024, n_heads=16, n_latents=256,
+                          encoder_layers=("cross", "self") * 6 + ("cross",),
+                          decoder_layers=("read", "write") * 5 + ("read",),
+                          dropout=0.1),
+        train=TrainConfig(tokenizer_steps=200_000, tokenizer_batch_size=8, tokenizer_lr=1e-4,
+                          transformer_steps=1_500_000, batch_size=8, lr=3e-5, warmup_steps=5000,
+                          eval_every=10_000, sample_every=50_000),
+    )
+
+
+PRESETS = {"tiny": _tiny, "small": _small, "paper": _paper}
+
+
+def get_preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]().validate()

@@ -1,0 +1,335 @@
+"""Video data: built-in synthetic bouncing shapes (with exact ground truth) and SkyTimelapse frame folders.
+
+Every video is a float32 tensor (3, T, H, W) in [-1, 1].
+
+Synthetic videos: 1..max_objects coloured shapes move at constant velocity on a fixed, smooth background and
+bounce elastically off the walls. The generating process is known exactly (VideoTruth), so the long-video
+consistency of samples can be measured (mebt/consistency.py). Generation is vectorised over frames:
+1,000 videos of 128 frames at 32x32 take well under 2 s on one CPU core.
+
+Frame folders (SkyTimelapse): see FrameFolderVideos. build_dataset(data_cfg, split, data_dir) picks either.
+
+Try it:
+    python -m mebt.data                      # prints timing and writes nothing
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+# Six saturated colours, far from each other (RGB distance >= 156) and from the dull background (>= 134).
+PALETTE = np.array([
+    [230, 30, 30],     # red
+    [30, 200, 40],     # green
+    [40, 70, 240],     # blue
+    [245, 225, 20],    # yellow
+    [225, 40, 225],    # magenta
+    [20, 225, 235],    # cyan
+], dtype=np.uint8)
+SHAPES = ("square", "circle", "diamond")
+# The fixed background: one flat grey, the same in every video and far from every palette colour.
+# Flat on purpose: a convolutional tokenizer cannot tell *where* a patch is, so a position-dependent
+# background (a gradient) costs codebook entries and caps reconstruction PSNR near 26 dB.
+BACKGROUND = np.array([90, 90, 96], dtype=np.uint8)
+RADIUS_FRACTION = 0.14                 # shape half-size relative to the frame: ~4.5 px at 32 px
+SPEED_RANGE = (0.3, 0.8)               # px/frame at 32 px; scaled linearly with resolution
+
+
+def object_radius(resolution: int) -> float:
+    """Half-size (pixels) of every shape at this resolution."""
+    return RADIUS_FRACTION * resolution
+
+
+def max_speed(resolution: int) -> float:
+    """The fastest any object moves (pixels per frame) at this resolution."""
+    return SPEED_RANGE[1] * resolution / 32
+
+
+def background(resolution: int) -> np.ndarray:
+    """The fixed background (H, W, 3) float32 in [0, 255]; identical for every video of this resolution."""
+    return np.broadcast_to(BACKGROUND.astype(np.float32), (resolution, resolution, 3)).copy()
+
+
+@dataclass
+class VideoTruth:
+    """Everything that generated one synthetic video. K = number of objects, drawn in index order."""
+    positions: np.ndarray      # (T, K, 2) float32 (y, x) centre in pixels (pixel i covers [i, i+1))
+    velocities: np.ndarray     # (K, 2) float32 initial velocity in px/frame; bounces flip signs, never the speed
+    colours: np.ndarray        # (K,) int palette index, all distinct
+    shapes: np.ndarray         # (K,) int index into SHAPES
+    radius: np.ndarray         # (K,) float32 half-size in pixels
+    resolution: int
+    frames: int
+
+
+def shape_mask(centres: np.ndarray, shape: int, radius: float, resolution: int) -> np.ndarray:
+    """Pixels covered by one shape: centres (..., 2) (y, x) -> bool (..., H, W). Pixel i's centre is i + 0.5."""
+    grid = np.arange(resolution, dtype=np.float32) + 0.5
+    dy = np.abs(grid[:, None] - centres[..., 0, None, None])         # (..., H, 1)
+    dx = np.abs(grid[None, :] - centres[..., 1, None, None])         # (..., 1, W)
+    name = SHAPES[shape]
+    if name == "square":
+        return np.maximum(dy, dx) <= radius
+    if name == "circle":
+        return dy * dy + dx * dx <= radius * radius
+    return dy + dx <= radius                                         # diamond: a square turned 45 degrees
+
+
+def bounce(start: np.ndarray, velocity: np.ndarray, frames: int, low: float, high: float) -> np.ndarray:
+    """Positions (T, K, 2) of points moving at constant velocity, reflected elastically inside [low, high]."""
+    steps = np.arange(frames, dtype=np.float32)[:, None, None]        # (T, 1, 1)
+    free = start[None] + steps * velocity[None] - low                 # (T, K, 2) unbounded path, from `low`
+    span = high - low
+    folded = np.mod(free, 2 * span)                                    # one period = there and back again
+    return (low + span - np.abs(folded - span)).astype(np.float32)    # triangle wave = mirror at both walls
+
+
+def sample_truth(rng: np.random.Generator, frames: int, resolution: int, max_objects: int) -> VideoTruth:
+    """Draw the objects of one video: count, colours, shapes, start positions and velocities."""
+    k = int(rng.integers(1, max_objects + 1))
+    colours = rng.choice(len(PALETTE), size=k, replace=False)         # distinct colours
+    shapes = rng.integers(0, len(SHAPES), size=k)
+    r = object_radius(resolution)
+    radius = np.full(k, r, dtype=np.float32)
+    # start positions: the whole shape inside the frame; up to 100 tries for a frame 0 without overlaps
+    # (a clean reference for mebt/consistency.py; crowded settings may keep an overlapping draw)
+    for _ in range(100):
+        start = rng.uniform(r, resolution - r, size=(k, 2)).astype(np.float32)
+        gaps = np.abs(start[:, None] - start[None]).max(-1) + np.eye(k) * resolution   # (K, K) Chebyshev distance
+        if gaps.min() > 2 * r + 1:
+            break
+    speed = rng.uniform(*SPEED_RANGE, size=k) * resolution / 32
+    angle = rng.uniform(0, 2 * math.pi, size=k)
+    velocities = np.stack([speed * np.sin(angle), speed * np.cos(angle)], -1).astype(np.float32)  # (K, 2) (vy, vx)
+    positions = bounce(start, velocities, frames, r, resolution - r)
+    return VideoTruth(positions, velocities, colours, shapes, radius, resolution, frames)
+
+
+def render(truth: VideoTruth) -> torch.Tensor:
+    """Pixels from the ground truth: (3, T, H, W) float32 in [-1, 1]. Later objects are drawn on top."""
+    res = truth.resolution
+    scenery = background(res).transpose(2, 0, 1)[:, None] / np.float32(127.5) - 1   # (3, 1, H, W)
+    video = np.empty((3, truth.frames, res, res), dtype=np.float32)
+    video[:] = scenery
+    for k in range(len(truth.colours)):                                  # fixed drawing order = occlusion
+        mask = shape_mask(truth.positions[:, k], int(truth.shapes[k]), float(truth.radius[k]), res)   # (T, H, W)
+        colour = PALETTE[truth.colours[k]] / np.float32(127.5) - 1       # (3,) in [-1, 1]
+        for channel in range(3):                                         # copyto with where= is far faster than
+            np.copyto(video[channel], colour[channel], where=mask)       # boolean fancy indexing
+    return torch.from_numpy(video)
+
+
+def make_synthetic_video(seed, frames: int, resolution: int, max_objects: int = 3) -> tuple[torch.Tensor, VideoTruth]:
+    """One synthetic video and its truth. `seed` is an int or a tuple of ints (e.g. (dataset_seed, index))."""
+    if max_objects < 1 or max_objects > len(PALETTE):
+        raise ValueError(f"max_objects={max_objects}: expected 1..{len(PALETTE)} (one palette colour each)")
+    truth = sample_truth(np.random.default_rng(seed), frames, resolution, max_objects)
+    return render(truth), truth
+
+
+class SyntheticVideos(Dataset):
+    """`num_videos` synthetic videos; video i depends only on (seed, i), so any subset can be regenerated."""
+
+    def __init__(self, num_videos: int, frames: int, resolution: int, max_objects: int = 3, seed: int = 0):
+        if max_objects < 1 or max_objects > len(PALETTE):
+            raise ValueError(f"max_objects={max_objects}: expected 1..{len(PALETTE)} (one palette colour each)")
+        self.num_videos, self.frames, self.resolution = num_videos, frames, resolution
+        self.max_objects, self.seed = max_objects, seed
+
+    def __len__(self) -> int:
+        return self.num_videos
+
+    def truth(self, i: int) -> VideoTruth:
+        rng = np.random.default_rng((self.seed, i))                     # a stream of its own per (seed, index)
+        return sample_truth(rng, self.frames, self.resolution, self.max_objects)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        if not 0 <= i < self.num_videos:
+            raise IndexError(f"video index {i} out of range for {self.num_videos} synthetic videos")
+        return render(self.truth(i))                                     # (3, T, H, W)
+
+    # the token-cache builder enumerates clips the same way for every dataset; here one video = one clip
+    def clip_starts(self) -> list[tuple[int, int]]:
+        return [(i, 0) for i in range(self.num_videos)]
+
+    def clip(self, video_index: int, start: int) -> torch.Tensor:
+        if start != 0:
+            raise ValueError(f"start={start}: a synthetic video is a single clip starting at 0")
+        return self[video_index]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# SkyTimelapse (or any video stored as numbered image files)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+LAYOUTS = ("sky_train/<id>/<id>_<k>/<id>_frames_<n>.jpg (pass the folder holding the <id> folders), "
+           "<root>/<video>/<frames>, or a train.txt/test.txt list of frame paths")
+SPLIT_SOURCES = {"train": ("train.txt", "sky_train"), "eval": ("test.txt", "sky_test")}   # looked for under root
+
+
+def frame_number(path: Path) -> int:
+    """The frame's number: the last run of digits in its file name ("x_frames_00000046.jpg" -> 46)."""
+    digits = re.findall(r"\d+", path.stem)
+    if not digits:
+        raise ValueError(f"{path}: a frame file name must contain its frame number")
+    return int(digits[-1])
+
+
+def split_at_gaps(numbered: list[tuple[int, Path]]) -> list[list[Path]]:
+    """Sort frames by number (numeric: 9 before 10) and cut wherever the numbering skips: each run is a video."""
+    runs, previous = [], None
+    for number, path in sorted(numbered):
+        if previous is None or number != previous + 1:
+            runs.append([])
+        runs[-1].append(path)
+        previous = number
+    return runs
+
+
+def scan_folders(root: Path) -> list[list[Path]]:
+    """Every folder under root that directly holds images is one video (before gap splitting)."""
+    videos = []
+    for folder, subfolders, files in os.walk(root):
+        subfolders.sort()                                          # a deterministic video order on every OS
+        frames = [Path(folder) / f for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES]
+        videos += split_at_gaps([(frame_number(f), f) for f in frames])
+    return videos
+
+
+def scan_list(list_file: Path) -> list[list[Path]]:
+    """A list of frame paths relative to the list's folder; video id = path minus its last `_`-field."""
+    by_video: dict[str, list[tuple[int, Path]]] = {}
+    for line_number, line in enumerate(list_file.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        relative = line.split()[0]                                  # the path is the first column
+        video_id, _, number = os.path.splitext(relative)[0].rpartition("_")
+        if not video_id or not number.isdigit():
+            raise ValueError(f"{list_file}:{line_number}: expected <video>_<frame number>.<ext>, got {relative!r}")
+        by_video.setdefault(video_id, []).append((int(number), list_file.parent / relative))
+    return [run for numbered in by_video.values() for run in split_at_gaps(numbered)]
+
+
+def find_source(root: Path, split: str) -> Path:
+    """The list file or folder that holds `split`'s videos. Without a held-out split, eval reuses train's (warned)."""
+    if not root.exists():
+        raise FileNotFoundError(f"{root}: no such file or folder; expected {LAYOUTS}")
+    if root.is_dir():
+        for name in SPLIT_SOURCES[split]:
+            if (root / name).exists():
+                return root / name
+    if split == "eval":
+        print(f"[data] no held-out split (test.txt or sky_test/) under {root}: evaluating on the training videos")
+        return find_source(root, "train") if root.is_dir() else root
+    return root
+
+
+def load_frame(path: Path, resolution: int) -> torch.Tensor:
+    """One image -> (3, resolution, resolution) in [-1, 1]: centre-crop to a square, antialiased resize."""
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")                             # forces a full decode: corrupt files fail here
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot read frame {path}: {error}") from None
+    width, height = image.size
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    image = image.crop((left, top, left + side, top + side)).resize((resolution, resolution), Image.LANCZOS)
+    pixels = torch.from_numpy(np.asarray(image, dtype=np.float32))  # (H, W, 3) in [0, 255]
+    return pixels.permute(2, 0, 1) / 127.5 - 1
+
+
+class FrameFolderVideos(Dataset):
+    """Videos stored as numbered image files (.jpg/.jpeg/.png), e.g. SkyTimelapse, in any of three layouts:
+
+      1. two levels: sky_train/<id>/<id>_<k>/<id>_frames_<8 digits>.jpg (root = the folder holding <id> folders);
+      2. flat: <root>/<video>/<frames>;
+      3. a train.txt / test.txt list of frame paths relative to the list's folder (video id = path minus its last
+         `_`-field, frame number = that field).
+    `root` may be such a folder, a list file, or a folder holding train.txt/test.txt or sky_train/sky_test.
+    Frames are ordered by number, a gap in the numbering starts a new video, and videos shorter than one window
+    (frames * stride source frames) are skipped and counted in one log line.
+
+    An unreadable image is an error (ValueError naming the file) when a window containing it is read: skipping
+    it would silently join the frames on either side into a jump. Files are not opened while scanning
+    (SkyTimelapse has about a million frames).
+
+    dataset[i] is a random window of video i: (3, frames, resolution, resolution) in [-1, 1].
+    clip_starts() / clip(video_index, start) enumerate non-overlapping windows deterministically (token cache).
+    """
+
+    def __init__(self, root, frames: int, resolution: int, stride: int = 1, split: str = "train"):
+        if split not in SPLIT_SOURCES:
+            raise ValueError(f"split={split!r}: expected one of {', '.join(SPLIT_SOURCES)}")
+        if frames < 1 or stride < 1:
+            raise ValueError(f"frames={frames} and stride={stride} must both be >= 1")
+        self.frames, self.resolution, self.stride = frames, resolution, stride
+        self.span = frames * stride                                 # source frames one window covers
+        self.source = find_source(Path(root), split)
+        found = scan_list(self.source) if self.source.is_file() else scan_folders(self.source)
+        if not found:
+            raise FileNotFoundError(f"{self.source}: no {'/'.join(IMAGE_SUFFIXES)} frames found; expected {LAYOUTS}")
+        self.videos = [video for video in found if len(video) >= self.span]   # per-video frame paths, in order
+        if len(self.videos) < len(found):
+            print(f"[data] {self.source}: skipped {len(found) - len(self.videos)} of {len(found)} videos "
+                  f"shorter than {self.span} frames (frames={frames} x stride={stride})")
+        if not self.videos:
+            raise ValueError(f"{self.source}: no video has the {self.span} frames one window needs; expected {LAYOUTS}")
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def clip(self, video_index: int, start: int) -> torch.Tensor:
+        """The window of `frames` frames, every `stride`-th, from frame `start` of a video: (3, T, H, W)."""
+        paths = self.videos[video_index]
+        if not 0 <= start <= len(paths) - self.span:
+            raise ValueError(f"start={start}: video {video_index} has {len(paths)} frames, a window needs {self.span}")
+        window = paths[start:start + self.span:self.stride]
+        return torch.stack([load_frame(p, self.resolution) for p in window], dim=1)   # (3, T, H, W)
+
+    def clip_starts(self) -> list[tuple[int, int]]:
+        """(video_index, start) of every non-overlapping window, in a fixed order."""
+        return [(i, start) for i, paths in enumerate(self.videos)
+                for start in range(0, len(paths) - self.span + 1, self.span)]
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        last_start = len(self.videos[i]) - self.span
+        start = int(torch.randint(0, last_start + 1, ()))           # torch RNG: seeded per DataLoader worker
+        return self.clip(i, start)
+
+
+def build_dataset(data_cfg, split: str, data_dir: str | None = None) -> Dataset:
+    """The dataset named by data_cfg (a config.DataConfig) for split "train" or "eval" (held out)."""
+    if split not in ("train", "eval"):
+        raise ValueError(f"split={split!r}: expected 'train' or 'eval'")
+    if data_cfg.dataset == "synthetic":
+        count = data_cfg.num_videos if split == "train" else data_cfg.num_eval_videos
+        seed = 0 if split == "train" else 1                          # (seed, index) streams never coincide
+        return SyntheticVideos(count, data_cfg.frames, data_cfg.resolution, data_cfg.max_objects, seed)
+    if data_cfg.dataset == "skytimelapse":
+        if data_dir is None:
+            raise ValueError(f"data.dataset='skytimelapse' needs a data_dir: {LAYOUTS}")
+        return FrameFolderVideos(data_dir, data_cfg.frames, data_cfg.resolution, data_cfg.stride, split)
+    raise ValueError(f"data.dataset={data_cfg.dataset!r}: expected 'synthetic' or 'skytimelapse'")
+
+
+if __name__ == "__main__":
+    from mebt.config import DataConfig
+    cfg = DataConfig()
+    start = time.perf_counter()
+    for i in range(1000):                                           # generated and dropped: 1000 would take 1.5 GB
+        video, _ = make_synthetic_video((0, i), cfg.frames, cfg.resolution, cfg.max_objects)
+    seconds = time.perf_counter() - start
+    print(f"1000 synthetic videos of {cfg.frames} frames at {cfg.resolution}x{cfg.resolution}: {seconds:.2f} s "
+          f"(each {tuple(video.shape)}, range [{video.min():.2f}, {video.max():.2f}])")
+    train = build_dataset(cfg, "train")
+    print(f"train set: {len(train)} videos; first has {len(train.truth(0).colours)} objects")

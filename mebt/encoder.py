@@ -1,0 +1,37 @@
+"""MeBT's encoder: squeeze any number of context tokens into L learned latent vectors.
+
+Layer kinds come from ModelConfig.encoder_layers (DESIGN.md §2):
+    "cross": latents <- context   (query latents, keys/values context)   cost O(L * Nc)
+    "self" : latents <- latents                                            cost O(L^2)
+The context embeddings are never updated: every cross layer reads the same C, so the encoder's
+cost and activation memory are linear in the number of visible tokens.
+
+Try it:
+    python -c "import torch; from mebt.config import ModelConfig; from mebt.encoder import LatentEncoder; print(LatentEncoder(ModelConfig())(torch.randn(2, 100, 128)).shape)"
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from mebt.attention import Block
+from mebt.config import ModelConfig
+
+
+class LatentEncoder(nn.Module):
+    def __init__(self, cfg: ModelConfig, materialize: bool = False):
+        super().__init__()
+        self.latents = nn.Parameter(torch.zeros(cfg.n_latents, cfg.d_model))   # (L, d); MeBT re-initialises it
+        self.kinds = tuple(cfg.encoder_layers)
+        self.layers = nn.ModuleList(
+            Block(cfg.d_model, cfg.n_heads, cfg.mlp_ratio, cfg.dropout, materialize) for _ in self.kinds)
+
+    def forward(self, context: torch.Tensor) -> torch.Tensor:
+        """context (B, Nc, d) embeddings of the visible tokens (Nc may be 0) -> latents (B, L, d)."""
+        latents = self.latents.expand(context.shape[0], -1, -1)   # (B, L, d): same start for every sample
+        for kind, layer in zip(self.kinds, self.layers):
+            if kind == "self":
+                latents = layer(latents, latents)
+            elif context.shape[1] > 0:   # "cross" with nothing visible has nothing to read: skip it
+                latents = layer(latents, context)
+        return latents

@@ -1,0 +1,71 @@
+"""Training-time masking: split each sample's token positions into a context set and a target set.
+
+DESIGN.md §3. One mask ratio r is drawn per batch; per sample a random permutation of its N positions
+puts the first N - ceil(r*N) in the context (visible) and the rest in the targets (to predict).
+Every sample has the same (Nc, Nm), so a batch is two plain (B, n) index tensors: no padding.
+
+Try it:
+    python -c "import torch; from mebt.masking import sample_split; \
+print(sample_split(torch.arange(8).expand(2, 8), 'uniform', ratio=0.5))"
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+SCHEDULES = ("uniform", "cosine")
+
+
+def mask_ratio(schedule: str, generator: torch.Generator | None = None) -> float:
+    """Draws the fraction of tokens to mask for one batch.
+
+    Args:
+      schedule: "uniform" -> r = 1 - u (the MeBT authors); "cosine" -> r = cos(pi/2 * u) (MaskGIT),
+        with u ~ U[0, 1). The cosine schedule favours high ratios (mean 2/pi ~ 0.64 vs 0.5).
+      generator: optional torch.Generator (any device) for reproducible draws.
+
+    Returns:
+      r: float in (0, 1].
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"mask schedule {schedule!r}: expected one of {', '.join(SCHEDULES)}")
+    device = generator.device if generator is not None else "cpu"   # a generator only draws on its own device
+    u = torch.rand((), generator=generator, device=device).item()   # in [0, 1): both ratios below are in (0, 1]
+    return 1.0 - u if schedule == "uniform" else math.cos(math.pi / 2 * u)
+
+
+def num_masked(ratio: float, n: int) -> int:
+    """ceil(ratio * n) clamped to [1, n]: there is always at least one target to learn from."""
+    # r*n in floating point can land a hair above an integer (0.3 * 10 = 3.0000000000000004);
+    # the small offset keeps that from rounding up to the next count.
+    return min(max(math.ceil(ratio * n - 1e-9), 1), n)
+
+
+def sample_split(positions: torch.Tensor, schedule: str, generator: torch.Generator | None = None,
+                 ratio: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Splits every sample's positions into context and targets with one shared mask ratio.
+
+    Args:
+      positions: (B, N) long, the absolute flat positions each sample trains on (e.g. a curriculum window).
+      schedule: "uniform" or "cosine", how the ratio is drawn (see mask_ratio).
+      generator: optional torch.Generator on the same device as positions, for reproducible splits.
+      ratio: a fixed ratio in [0, 1] instead of a random one (held-out evaluation).
+
+    Returns:
+      context_pos: (B, N - Nm) long, the first positions of each sample's random permutation.
+      target_pos: (B, Nm) long, the rest; Nm = ceil(r * N) clamped to [1, N].
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"mask schedule {schedule!r}: expected one of {', '.join(SCHEDULES)}")
+    if positions.dim() != 2 or positions.shape[0] == 0 or positions.shape[1] == 0:
+        raise ValueError(f"positions must be a non-empty (B, N) tensor, got shape {tuple(positions.shape)}")
+    if ratio is not None and not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"ratio={ratio}: expected a mask ratio in [0, 1]")
+    B, N = positions.shape
+    r = mask_ratio(schedule, generator) if ratio is None else ratio
+    n_masked = num_masked(r, N)
+    # argsort of i.i.d. uniforms is a uniformly random permutation, independently per row
+    perm = torch.rand(B, N, generator=generator, device=positions.device).argsort(dim=1)  # (B, N)
+    shuffled = positions.gather(1, perm)                                                 # (B, N)
+    return shuffled[:, :N - n_masked], shuffled[:, N - n_masked:]   # (B, Nc), (B, Nm)

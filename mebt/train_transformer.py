@@ -1,0 +1,220 @@
+"""Stage 2: train MeBT on the token cache; writes OUT/mebt.pt, OUT/metrics.jsonl and OUT/samples/.
+
+One step (DESIGN.md §3-4): the curriculum picks a window length T (latent frames) for the batch; each sample
+is a random cached clip cut to a random window of T frames; a random mask ratio splits the window's positions
+into context (visible) and targets (hidden); the loss is the cross-entropy on the targets. AdamW (decay on
+Linear weights only), linear warm-up then cosine decay to lr * min_lr_ratio, gradient clipping.
+Every eval_every steps: held-out cross-entropy at a fixed mask ratio and a fixed seed, and a checkpoint.
+Samples (iterative decoding -> tokenizer -> GIF) every sample_every steps and at the end.
+
+Run it through train.py (needs OUT/tokenizer.pt):
+    python train.py --stage transformer --transformer-steps 200 --out-dir /tmp/tok
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+
+import torch
+from tqdm import tqdm
+
+from mebt.checkpoint import load_checkpoint, save_checkpoint
+from mebt.config import Config, TrainConfig
+from mebt.curriculum import Curriculum
+from mebt.data import build_dataset
+from mebt.distributed import (Dist, GracefulStop, Stopped, any_rank, barrier, rng_state, set_rng_state,
+                              step_generator, sum_across, wrap)
+from mebt.masking import sample_split
+from mebt.model import MeBT, masked_token_loss
+from mebt.pipeline import (LossNotFinite, MetricsLog, RunPaths, autocast, check_tokenizer_matches, generate_videos,
+                           load_tokenizer, refuse_overwrite)
+from mebt.token_cache import KIND as CACHE_KIND
+from mebt.token_cache import build_or_load
+from mebt.video_io import save_filmstrip, save_video
+
+EVAL_SEED = 1234     # the held-out masks are the same in every run and at every eval: CEs are comparable
+NUM_SAMPLES = 4      # videos per sample GIF (a 2x2 grid)
+SAMPLE_SEED = 0      # the same noise at every sample write, so GIFs over training show the model, not the noise
+LOG_EVERY = 10       # a training line in metrics.jsonl every this many steps (evals always log)
+
+
+def lr_at(step: int, tc: TrainConfig) -> float:
+    """Linear warm-up to tc.lr, then cosine decay to tc.lr * tc.min_lr_ratio at the last step."""
+    warmup = min(tc.warmup_steps, tc.transformer_steps // 10)   # short runs (tests, smoke runs) still reach the peak
+    if step < warmup:
+        return tc.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, tc.transformer_steps - warmup)   # 0 -> 1 over the decay
+    return tc.lr * (tc.min_lr_ratio + (1 - tc.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def token_caches(cfg: Config, tokenizer, tokenizer_fingerprint: str, paths: RunPaths, data_dir: str | None,
+                 dist: Dist) -> dict[str, torch.Tensor]:
+    """{"train", "eval"}: (num_clips, t, h, w) compact int tensors of full-length clips, encoded once.
+
+    The cache key is the tokenizer's fingerprint + the data config (+ folder): change either and it rebuilds."""
+    # encoding is gradient-free but clips are full length: keep about as many frames per batch as in training
+    batch = max(1, cfg.train.tokenizer_batch_size * cfg.train.tokenizer_clip_frames // cfg.data.frames)
+    caches = {}
+    for split in ("train", "eval"):
+        if dist.is_main:   # one rank encodes and writes; the others read the file once it exists
+            key = {"tokenizer": tokenizer_fingerprint, "data": dataclasses.asdict(cfg.data), "split": split,
+                   "data_dir": os.path.abspath(data_dir) if data_dir else None}
+            dataset = build_dataset(cfg.data, split, data_dir)
+            caches[split] = build_or_load(paths.cache(split), tokenizer, dataset, key, batch, dist.device)
+    barrier(dist)
+    if not dist.is_main:
+        caches = {split: load_checkpoint(paths.cache(split), CACHE_KIND)["tokens"] for split in ("train", "eval")}
+    return caches
+
+
+@torch.no_grad()
+def heldout_cross_entropy(model: MeBT, tokens: torch.Tensor, cfg: Config, dtype: str, dist: Dist) -> float:
+    """Masked-token cross-entropy (nats) on full-length held-out clips at the fixed ratio eval_mask_ratio."""
+    was_training = model.training
+    model.eval()   # no dropout: the same weights always give the same number
+    generator = torch.Generator().manual_seed(EVAL_SEED)
+    n, batch = math.prod(cfg.model.grid), cfg.train.batch_size
+    total, count = 0.0, 0
+    for index, first in enumerate(range(0, len(tokens), batch)):
+        clips = tokens[first:first + batch].long().flatten(1)                       # (b, N) full clips
+        positions = torch.arange(n).expand(len(clips), n)                           # (b, N)
+        context_pos, target_pos = sample_split(positions, cfg.model.mask_schedule, generator,
+                                               ratio=cfg.train.eval_mask_ratio)
+        if index % dist.world_size != dist.rank:   # every rank draws every split (same generator), evaluates its share
+            continue
+        targets = clips.gather(1, target_pos).to(dist.device)                       # (b, Nm)
+        with autocast(dist.device, dtype):
+            logits = model(clips.gather(1, context_pos).to(dist.device), context_pos.to(dist.device),
+                           target_pos.to(dist.device))                              # (b, Nm, V)
+        total += masked_token_loss(logits, targets).item() * targets.numel()        # mean -> sum over targets
+        count += targets.numel()
+    model.train(was_training)
+    total, count = sum_across([total, count], dist)
+    return total / max(count, 1)
+
+
+def write_samples(model: MeBT, tokenizer, cfg: Config, samples_dir: str, name: str, device) -> str:
+    """Decode NUM_SAMPLES full-length videos; write <name>.gif and a <name>.png filmstrip; return the GIF path."""
+    generator = torch.Generator(device).manual_seed(SAMPLE_SEED)
+    videos = generate_videos(model, tokenizer, NUM_SAMPLES, steps=cfg.train.sample_steps,
+                             context_temperature=cfg.train.sample_context_temperature, generator=generator)
+    gif = os.path.join(samples_dir, f"{name}.gif")
+    save_video(gif, videos)                                                        # (B, 3, T, H, W) as a grid
+    save_filmstrip(os.path.join(samples_dir, f"{name}.png"), videos, every=max(1, videos.shape[2] // 16))
+    return gif
+
+
+def train_transformer(cfg: Config, out_dir: str, *, data_dir: str | None = None, seed: int = 0,
+                      resume: bool = False, dtype: str = "fp32", compile: bool = False, curriculum: bool = True,
+                      dist: Dist = Dist()) -> MeBT:
+    """Train (or resume) MeBT on the tokens of OUT/tokenizer.pt; returns the model in eval mode.
+
+    Raises Stopped after saving a checkpoint on Ctrl-C / SIGTERM, LossNotFinite on a NaN/inf loss."""
+    paths, tc, device = RunPaths(out_dir), cfg.train, dist.device
+    if not os.path.exists(paths.tokenizer):
+        raise FileNotFoundError(f"no tokenizer at {paths.tokenizer}: run --stage tokenizer first")
+    refuse_overwrite(paths.mebt, resume)
+    tokenizer, tokenizer_cfg, tokenizer_fp = load_tokenizer(paths.tokenizer, device)
+    check_tokenizer_matches(tokenizer_cfg.tokenizer, cfg, paths.tokenizer)
+
+    torch.manual_seed(seed)   # the initial weights depend on --seed only (DDP then copies rank 0's to all ranks)
+    raw_model = MeBT(cfg.model).to(device)
+    optimizer = torch.optim.AdamW(raw_model.optim_groups(tc.weight_decay), lr=tc.lr, betas=tuple(tc.betas))
+    start, last_saved = 0, None
+    if os.path.exists(paths.mebt):   # --resume (refuse_overwrite passed)
+        payload = load_checkpoint(paths.mebt, "mebt")
+        saved = Config.from_dict(payload["config"]).model
+        if saved != cfg.model:
+            raise ValueError(f"{paths.mebt} was trained with a different model config ({saved}); "
+                             "use the same --preset, or another --out-dir")
+        if payload["tokenizer"]["fingerprint"] != tokenizer_fp:
+            raise ValueError(f"{paths.mebt} was trained on other tokenizer weights than {paths.tokenizer}: "
+                             "choose another --out-dir for a new transformer")
+        raw_model.load_state_dict(payload["model"])
+        optimizer.load_state_dict(payload["optimizer"])
+        set_rng_state(payload["rng"])
+        start = last_saved = payload["step"]
+        if start >= tc.transformer_steps:
+            if dist.is_main:
+                print(f"transformer: {paths.mebt} already trained for {start} steps; nothing to do")
+            return raw_model.eval()
+
+    caches = token_caches(cfg, tokenizer, tokenizer_fp, paths, data_dir, dist)
+    t_max, h, w = cfg.model.grid
+    schedule = Curriculum.from_total_steps(t_max, tc.transformer_steps, full_at=tc.curriculum_full_at,
+                                           spread=tc.curriculum_spread, enabled=tc.curriculum and curriculum)
+    model = wrap(raw_model, dist, find_unused_parameters=True)   # an all-masked batch skips the cross layers
+    if compile:
+        model = torch.compile(model)
+    log = MetricsLog(paths.metrics, dist.is_main)
+    tokenizer_record = {"path": os.path.abspath(paths.tokenizer), "config": tokenizer_cfg.to_dict(),
+                        "fingerprint": tokenizer_fp}
+
+    def save(step: int) -> None:
+        nonlocal last_saved
+        if dist.is_main:
+            save_checkpoint(paths.mebt, {"kind": "mebt", "model": raw_model.state_dict(),
+                                         "optimizer": optimizer.state_dict(), "step": step, "rng": rng_state(),
+                                         "config": cfg.to_dict(), "tokenizer": tokenizer_record})
+        last_saved = step
+
+    if dist.is_main:
+        print(f"transformer: {raw_model.num_params() / 1e6:.2f}M parameters, {len(caches['train'])} cached clips of "
+              f"{t_max}x{h}x{w} tokens, batch {tc.batch_size} x {dist.world_size} process(es), "
+              f"curriculum {'on' if schedule.enabled else 'off'}, steps {start}->{tc.transformer_steps}")
+    t0, eval_ce = time.time(), float("nan")
+    bar = tqdm(total=tc.transformer_steps, initial=start, desc="transformer", disable=not dist.is_main,
+               dynamic_ncols=True)
+    raw_model.train()
+    with GracefulStop() as stop, bar:   # as a context, the bar ends its line before an exception's message
+        for step in range(start, tc.transformer_steps):
+            if any_rank([stop.requested], dist)[0]:   # every rank stops at the same step
+                save(step)
+                raise Stopped(f"transformer stopped at step {step}: saved {paths.mebt}; add --resume to continue")
+            tick = time.time()
+            generator = step_generator(seed, step, dist.rank)   # this step's draws depend on (seed, step, rank) only
+            positions = schedule.sample_window(step, tc.batch_size, cfg.model.grid, generator)   # (B, T*h*w)
+            clips = torch.randint(len(caches["train"]), (tc.batch_size,), generator=generator)   # (B,)
+            clip_tokens = caches["train"][clips].long().flatten(1)                               # (B, t*h*w)
+            context_pos, target_pos = sample_split(positions, cfg.model.mask_schedule, generator)  # (B, Nc), (B, Nm)
+            context = clip_tokens.gather(1, context_pos)                                          # (B, Nc)
+            targets = clip_tokens.gather(1, target_pos)                                           # (B, Nm)
+            lr = lr_at(step, tc)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            with autocast(device, dtype):
+                logits = model(context.to(device), context_pos.to(device), target_pos.to(device))  # (B, Nm, V)
+            loss = masked_token_loss(logits, targets.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), tc.grad_clip).item()
+            loss_value = loss.item()
+            if any_rank([not (math.isfinite(loss_value) and math.isfinite(grad_norm))], dist)[0]:
+                kept = f"{paths.mebt} keeps step {last_saved}" if last_saved is not None else "no checkpoint was written yet"
+                raise LossNotFinite(f"transformer loss became {loss_value} at step {step + 1}: stopped ({kept}); "
+                                    "try a lower --lr")
+            optimizer.step()
+            done = step + 1
+            window = positions.shape[1] // (h * w)                                  # T, latent frames this step
+            tokens_per_s = tc.batch_size * positions.shape[1] * dist.world_size / (time.time() - tick)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_value:.3f}", T=window, tok_s=f"{tokens_per_s:.0f}", eval=f"{eval_ce:.3f}")
+            if done % LOG_EVERY == 0:
+                log.write(stage="transformer", step=done, loss=loss_value, lr=lr, T=window,
+                          tokens_per_s=tokens_per_s, grad_norm=grad_norm)
+            if done % tc.eval_every == 0 or done == tc.transformer_steps:
+                eval_ce = heldout_cross_entropy(raw_model, caches["eval"], cfg, dtype, dist)
+                log.write(stage="transformer", step=done, eval_ce=eval_ce, eval_mask_ratio=tc.eval_mask_ratio)
+                save(done)
+            if dist.is_main and tc.sample_every and done % tc.sample_every == 0:
+                write_samples(raw_model, tokenizer, cfg, paths.samples, f"step_{done}", device)
+    if dist.is_main:
+        train_time = time.time() - t0
+        gif = write_samples(raw_model, tokenizer, cfg, paths.samples, "final", device)
+        print(f"transformer: {tc.transformer_steps - start} steps in {train_time:.0f}s, held-out CE {eval_ce:.3f} "
+              f"nats/token at mask ratio {tc.eval_mask_ratio} -> {paths.mebt}; samples {gif} "
+              f"({time.time() - t0 - train_time:.0f}s)")
+    barrier(dist)   # every rank returns once the run is complete on disk
+    return raw_model.eval()

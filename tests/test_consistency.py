@@ -1,0 +1,127 @@
+"""Tests for mebt/consistency.py: ground truth scores 100%; removed, recoloured, reshaped, teleporting objects fail.
+
+    python -m pytest -q tests/test_consistency.py
+"""
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from mebt.consistency import (detect_objects, frame_persistence, motion_plausibility, object_persistence)
+from mebt.data import PALETTE, make_synthetic_video, object_radius, render
+
+
+def videos(count, resolution=32, min_objects=1, frames=128):
+    """Deterministic ground-truth videos with at least `min_objects` objects."""
+    seed = 0
+    while count:
+        video, truth = make_synthetic_video((123, seed), frames=frames, resolution=resolution)
+        seed += 1
+        if len(truth.colours) >= min_objects:
+            count -= 1
+            yield video, truth
+
+
+def isolated(truth, k, t):
+    """Object k touches no other object in frame t."""
+    gaps = np.abs(truth.positions[t] - truth.positions[t, k]).max(-1)              # (K,) Chebyshev distances
+    gaps[k] = np.inf
+    return gaps.min() > 2 * truth.radius[k] + 1
+
+
+def without(truth, k):
+    """The same truth with object k left out."""
+    keep = [j for j in range(len(truth.colours)) if j != k]
+    return replace(truth, positions=truth.positions[:, keep], velocities=truth.velocities[keep],
+                   colours=truth.colours[keep], shapes=truth.shapes[keep], radius=truth.radius[keep])
+
+
+def test_detections_match_truth_for_visible_objects():
+    checked = 0
+    for video, truth in videos(20):
+        found = detect_objects(video)
+        assert found.present.shape == (128, len(PALETTE)) and found.centroids.shape == (128, len(PALETTE), 2)
+        assert not found.present[:, np.setdiff1d(np.arange(len(PALETTE)), truth.colours)].any()
+        for k, colour in enumerate(truth.colours):
+            for t in range(0, 128, 4):
+                if isolated(truth, k, t):
+                    assert found.present[t, colour] and found.shapes[t, colour] == truth.shapes[k]
+                    assert np.abs(found.centroids[t, colour] - truth.positions[t, k]).max() < 0.5
+                    checked += 1
+    assert checked > 500
+
+
+def test_ground_truth_scores_100_percent():
+    judged = []
+    for resolution, count in ((32, 50), (64, 3)):
+        for video, truth in videos(count, resolution):
+            assert (object_persistence(video, truth) == 1).all()
+            assert (object_persistence(video) == 1).all()                         # reference = its own frame 0
+            motion = motion_plausibility(video)
+            assert np.nanmin(motion) == 1                                         # nan: no move could be judged
+            judged.append(np.isfinite(motion).mean())
+    assert np.mean(judged) > 0.8                                                  # (only when objects overlap)
+
+
+def test_reference_can_be_truth_frame_or_video():
+    video, truth = next(videos(1, min_objects=2))
+    broken = video.clone()
+    broken[:, 64:] = render(without(truth, len(truth.colours) - 1))[:, 64:]
+    expected = frame_persistence(broken, truth)
+    for reference in (video[:, 0], video, None):
+        assert np.array_equal(frame_persistence(broken, reference), expected)
+
+
+@pytest.mark.parametrize("which", ["top", "bottom"])
+def test_object_removed_halfway_fails_second_half(which):
+    for video, truth in videos(8, min_objects=2):
+        k = len(truth.colours) - 1 if which == "top" else 0                       # drawn last (never covered) / first
+        broken = video.clone()
+        broken[:, 64:] = render(without(truth, k))[:, 64:]
+        scores = object_persistence(broken, truth)                                # (8,) windows of 16 frames
+        assert (scores[4:] == 0).all()
+        assert scores.mean() == pytest.approx(0.5, abs=0.05)                      # ~50%: only the first half passes
+        assert (scores[:4] == 1).all() or which == "bottom"                       # it may be hidden just before
+
+
+def test_recoloured_object_halfway_fails_second_half():
+    for video, truth in videos(8):
+        k = len(truth.colours) - 1
+        unused = np.setdiff1d(np.arange(len(PALETTE)), truth.colours)[0]
+        recoloured = replace(truth, colours=np.where(np.arange(len(truth.colours)) == k, unused, truth.colours))
+        broken = video.clone()
+        broken[:, 64:] = render(recoloured)[:, 64:]
+        assert object_persistence(broken, truth).tolist() == [1.0] * 4 + [0.0] * 4
+
+
+def test_reshaped_object_fails_when_it_stands_alone():
+    video, truth = next(v for v in videos(30, min_objects=1) if len(v[1].colours) == 1)
+    reshaped = replace(truth, shapes=(truth.shapes + 1) % 3)
+    broken = video.clone()
+    broken[:, 64:] = render(reshaped)[:, 64:]
+    assert object_persistence(broken, truth).tolist() == [1.0] * 4 + [0.0] * 4
+
+
+def test_teleporting_object_lowers_motion_plausibility():
+    video, truth = next(v for v in videos(30) if len(v[1].colours) == 1)          # alone: every move is judged
+    r = object_radius(32)
+    jumped = truth.positions.copy()
+    for t in (20, 52, 84, 116):                                                   # teleport in 4 of 8 windows
+        jumped[t:, 0] = np.clip(32 - jumped[t:, 0], r, 32 - r)                    # mirror through the centre
+    broken = render(replace(truth, positions=jumped))
+    motion = motion_plausibility(broken)
+    assert (motion[[0, 2, 4, 6]] == 1).all()
+    assert (motion[[1, 3, 5, 7]] < 1).all() and np.nanmean(motion) < 1
+    assert (object_persistence(broken, truth) == 1).all()                        # still there: only motion fails
+
+
+def test_extra_object_fails_and_bad_input_is_an_error():
+    video, truth = next(videos(1))
+    unused = np.setdiff1d(np.arange(len(PALETTE)), truth.colours)[0]
+    crowded = video.clone()
+    crowded[:, 40:, :8, :8] = torch.from_numpy(PALETTE[unused] / 127.5 - 1).float()[:, None, None, None]
+    assert frame_persistence(crowded, truth)[:40].all() and not frame_persistence(crowded, truth)[40:].any()
+    with pytest.raises(ValueError, match="expected \\(3, T, H, H\\)"):
+        detect_objects(video[0])
+    assert object_persistence(video[:, :40], truth).shape == (3,)                 # windows of 16, 16, 8 frames

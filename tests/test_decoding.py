@@ -1,0 +1,218 @@
+"""Iterative masked decoding, checked with small stand-in models that record every call."""
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from mebt.decoding import cosine_schedule, decode
+
+
+class TableModel(nn.Module):
+    """Logits depend only on the target position: table[pos] (N, V). Records every call."""
+
+    def __init__(self, table: torch.Tensor):
+        super().__init__()
+        self.table = nn.Parameter(table.clone(), requires_grad=False)
+        self.calls = []   # (context_tokens, context_pos, target_pos, training flag, grad enabled)
+
+    def forward(self, context_tokens, context_pos, target_pos):
+        self.calls.append((context_tokens.clone(), context_pos.clone(), target_pos.clone(),
+                           self.training, torch.is_grad_enabled()))
+        return self.table[target_pos]                                   # (B, Nm, V)
+
+
+class ShiftingModel(TableModel):
+    """A different argmax at every call: token (7 * call + pos) % V wins by a wide margin."""
+
+    def forward(self, context_tokens, context_pos, target_pos):
+        call = len(self.calls)
+        super().forward(context_tokens, context_pos, target_pos)
+        vocab = self.table.shape[1]
+        return 10.0 * nn.functional.one_hot((7 * call + target_pos) % vocab, vocab).float()
+
+
+def random_table(n, vocab, seed=0):
+    return torch.randn(n, vocab, generator=torch.Generator().manual_seed(seed)) * 3
+
+
+def test_schedule_is_monotone_ends_at_zero_and_reveals_every_step():
+    for n in (1, 2, 5, 31, 32, 33, 100, 8192):
+        for steps in (1, 2, 8, 32):
+            counts = cosine_schedule(n, steps)
+            assert 1 <= len(counts) <= steps and counts[-1] == 0
+            assert all(a > b for a, b in zip([n] + counts, counts))   # starts at n, >= 1 revealed per step
+            if n >= steps:
+                assert len(counts) == steps
+    assert cosine_schedule(0, 4) == []
+    assert cosine_schedule(10, 3) == [9, 5, 0]                         # ceil(cos(pi/3)*10) = 5 despite float noise
+    counts = cosine_schedule(8192, 32)                                 # large n: the unclamped cosine formula
+    assert counts[:-1] == [math.ceil(math.cos(math.pi / 2 * k / 32) * 8192) for k in range(1, 32)]
+
+
+def test_each_step_reveals_the_scheduled_count_with_one_call_per_step():
+    grid, B, steps = (2, 3, 4), 2, 5
+    model = TableModel(random_table(24, 16))
+    tokens, history = decode(model, B, grid, steps=steps, generator=torch.Generator().manual_seed(0),
+                             return_history=True)
+    schedule = cosine_schedule(24, steps)
+    assert len(model.calls) == len(schedule) == steps
+    assert [call[2].shape[1] for call in model.calls] == [24] + schedule[:-1]   # targets = still masked
+    assert tokens.shape == (B, *grid) and tokens.min() >= 0 and tokens.max() < 16
+    revealed = [24 - c for c in [24] + schedule]
+    for k in range(1, steps + 1):                                      # exactly the scheduled count at step k
+        assert ((history == k).sum(dim=1) == revealed[k] - revealed[k - 1]).all()
+    assert history.min() >= 1                                          # every position revealed exactly once
+
+
+def test_call_count_with_bootstrap_and_revise():
+    grid, steps, bootstrap, revise = (2, 4, 4), 6, 3, 2
+    model = TableModel(random_table(32, 8))
+    _, history = decode(model, 3, grid, steps=steps, bootstrap=bootstrap, revise=revise,
+                        generator=torch.Generator().manual_seed(1), return_history=True)
+    assert len(model.calls) == bootstrap + steps + 2 * revise
+    for k in range(1, bootstrap + 1):                                  # bootstrap: one token per step per sample
+        assert ((history == k).sum(dim=1) == 1).all()
+        assert model.calls[k - 1][2].shape[1] == 32 - (k - 1)          # all unknown positions are targets
+    main = cosine_schedule(32 - bootstrap, steps)
+    assert [(history == bootstrap + k).sum(dim=1)[0].item() for k in range(1, steps + 1)] == \
+        [a - b for a, b in zip([32 - bootstrap] + main, main)]
+
+
+def test_top1_and_zero_temperature_are_argmax_and_deterministic():
+    table = random_table(24, 16, seed=3)
+    expected = table.argmax(dim=1).view(1, 2, 3, 4).expand(2, -1, -1, -1)
+    for kwargs in (dict(top_k=1, temperature=1.0), dict(top_k=1, temperature=1e-4), dict(temperature=0.0)):
+        for seed in (0, 1):
+            tokens = decode(TableModel(table), 2, (2, 3, 4), steps=4, generator=torch.Generator().manual_seed(seed),
+                            **kwargs)
+            assert torch.equal(tokens, expected), kwargs
+
+
+def test_sampling_follows_softmax_with_temperature_and_top_k():
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]])                     # a single position, V = 4
+    g = torch.Generator().manual_seed(4)
+    for temperature, top_k in ((1.0, None), (2.0, None), (1.0, 2)):
+        tokens = decode(TableModel(logits), 20000, (1, 1, 1), steps=1, temperature=temperature, top_k=top_k,
+                        generator=g).flatten()
+        freq = torch.bincount(tokens, minlength=4).float() / tokens.numel()
+        scaled = logits[0] / temperature
+        if top_k is not None:
+            scaled[top_k:] = float("-inf")                             # the logits are sorted: keep the first k
+        assert torch.allclose(freq, scaled.softmax(0), atol=0.015), (temperature, top_k)
+
+
+def test_most_confident_targets_are_kept_first():
+    # position p is predicted with a confidence that grows with p; no noise -> higher p is revealed earlier
+    n = 16
+    table = torch.zeros(n, 5)
+    table[:, 0] = torch.arange(n) * 0.5
+    _, history = decode(TableModel(table), 1, (1, 4, 4), steps=4, temperature=0.0, context_temperature=0.0,
+                        return_history=True)
+    assert (history[0].diff() <= 0).all() and history[0, 0] > history[0, -1]
+
+
+def test_fixed_seed_reproduces_a_sample():
+    table = torch.zeros(24, 32)                                        # uniform logits: all randomness is ours
+    run = lambda seed: decode(TableModel(table), 2, (2, 3, 4), steps=4, bootstrap=2, revise=1,
+                              generator=torch.Generator().manual_seed(seed))
+    assert torch.equal(run(5), run(5))
+    assert not torch.equal(run(5), run(6))
+
+
+def test_given_tokens_are_context_from_the_start_and_never_change():
+    N, V = 24, 16
+    given = torch.full((2, N), -1)
+    given[:, :8] = torch.randint(0, V, (2, 8), generator=torch.Generator().manual_seed(6))   # the first latent frame
+    model = ShiftingModel(random_table(N, V))
+    tokens, history = decode(model, 2, (3, 2, 4), steps=4, bootstrap=1, revise=1, given=given,
+                             generator=torch.Generator().manual_seed(7), return_history=True)
+    assert torch.equal(tokens.view(2, N)[:, :8], given[:, :8])
+    assert (history[:, :8] == 0).all() and (history[:, 8:] >= 1).all()
+    context_tokens, context_pos, target_pos, _, _ = model.calls[0]
+    assert torch.equal(context_pos, torch.arange(8).expand(2, 8)) and torch.equal(context_tokens, given[:, :8])
+    for _, context_pos, target_pos, _, _ in model.calls:               # given positions are never targets
+        assert (target_pos >= 8).all()
+
+
+def test_revise_resamples_each_half_of_the_free_positions_given_the_rest():
+    N, V = 24, 16
+    given = torch.full((2, N), -1)
+    given[:, :6] = 3
+    model = ShiftingModel(random_table(N, V))
+    tokens = decode(model, 2, (2, 3, 4), steps=3, revise=1, revise_temperature=0.0, temperature=0.0,
+                    given=given, generator=torch.Generator().manual_seed(8)).view(2, N)
+    assert len(model.calls) == 3 + 2
+    (_, ctx_a, half_a, _, _), (_, ctx_b, half_b, _, _) = model.calls[3:]
+    for b in range(2):
+        halves = torch.cat([half_a[b], half_b[b]])
+        assert torch.equal(halves.sort().values, torch.arange(6, N))   # the halves partition the free positions
+        assert abs(half_a.shape[1] - half_b.shape[1]) <= 1
+        for ctx, half in ((ctx_a, half_a), (ctx_b, half_b)):           # context = everything else, given included
+            assert torch.equal(torch.cat([ctx[b], half[b]]).sort().values, torch.arange(N))
+    # every free token is the argmax of the revise pass that covered it; the draft's argmax differed
+    assert torch.equal(tokens.gather(1, half_a), (7 * 3 + half_a) % V)
+    assert torch.equal(tokens.gather(1, half_b), (7 * 4 + half_b) % V)
+    assert (tokens[:, :6] == 3).all()
+
+
+def test_model_runs_in_eval_mode_without_grad_and_its_flag_is_restored():
+    model = TableModel(random_table(8, 4))
+    model.train()
+    decode(model, 1, (1, 2, 4), steps=2, revise=1)
+    assert model.training
+    assert all(not training and not grad for *_, training, grad in model.calls)
+    model.eval()
+    decode(model, 1, (1, 2, 4), steps=2)
+    assert not model.training
+
+
+def test_progress_bar_and_parameter_free_model(capsys):
+    class Uniform(nn.Module):
+        def forward(self, context_tokens, context_pos, target_pos):
+            return torch.zeros(*target_pos.shape, 3)
+    tokens = decode(Uniform(), 2, (1, 2, 2), steps=2, progress=True)
+    assert tokens.shape == (2, 1, 2, 2) and "decode" in capsys.readouterr().err
+
+
+def test_bad_inputs_raise():
+    model = TableModel(random_table(8, 4))
+    with pytest.raises(ValueError, match="steps"):
+        decode(model, 1, (1, 2, 4), steps=0)
+    with pytest.raises(ValueError, match="given"):
+        decode(model, 2, (1, 2, 4), given=torch.full((2, 7), -1))
+    with pytest.raises(ValueError, match="given"):
+        decode(model, 2, (1, 2, 4), given=torch.tensor([[0] + [-1] * 7, [-1] * 8]))   # unequal known counts
+    with pytest.raises(ValueError, match="bootstrap"):
+        decode(model, 1, (1, 2, 4), bootstrap=9)
+    with pytest.raises(ValueError, match="top_k"):
+        decode(model, 1, (1, 2, 4), top_k=0)
+    with pytest.raises(ValueError, match="temperature"):
+        decode(model, 1, (1, 2, 4), temperature=-1)
+    with pytest.raises(ValueError, match="grid"):
+        decode(model, 1, (2, 4))
+
+    class WrongShape(nn.Module):
+        def forward(self, context_tokens, context_pos, target_pos):
+            return torch.zeros(target_pos.shape[0], 1, 4)              # one row of logits whatever Nm is
+    with pytest.raises(ValueError, match="logits"):
+        decode(WrongShape(), 1, (1, 2, 4))
+
+
+def test_decodes_with_a_tiny_real_mebt():
+    from mebt.config import ModelConfig
+    from mebt.model import MeBT
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=16, grid=(2, 2, 4), d_model=32, n_heads=2, n_latents=4,
+                      encoder_layers=("cross", "self", "cross"), decoder_layers=("read", "write", "read"))
+    model = MeBT(cfg).train()
+    given = torch.full((2, 16), -1)
+    given[:, :8] = torch.arange(8) % 16                                # the first latent frame is known
+    run = lambda: decode(model, 2, cfg.grid, steps=4, top_k=4, bootstrap=2, revise=1, given=given,
+                         generator=torch.Generator().manual_seed(3), return_history=True)
+    (tokens, history), (again, _) = run(), run()
+    assert torch.equal(tokens, again) and model.training
+    assert tokens.min() >= 0 and tokens.max() < 16
+    assert torch.equal(tokens.view(2, 16)[:, :8], given[:, :8]) and (history[:, 8:] >= 1).all()
+    short = decode(model, 1, (1, 2, 4), steps=3)                       # a shorter grid uses the first frames' positions
+    assert short.shape == (1, 1, 2, 4)

@@ -1,0 +1,71 @@
+"""Training-time context/target splits: a partition of the positions, sized by the mask ratio."""
+import math
+
+import pytest
+import torch
+
+from mebt.masking import mask_ratio, num_masked, sample_split
+
+
+def test_split_partitions_each_sample_into_context_and_targets():
+    g = torch.Generator().manual_seed(0)
+    positions = torch.stack([torch.arange(40) + 100 * b for b in range(3)])   # (3, 40) distinct absolute positions
+    for ratio in (None, 0.1, 0.5, 0.9):
+        context, targets = sample_split(positions, "uniform", g, ratio=ratio)
+        assert context.shape[0] == targets.shape[0] == 3
+        assert context.shape[1] + targets.shape[1] == 40
+        for b in range(3):
+            both = torch.cat([context[b], targets[b]])
+            assert both.unique().numel() == 40                            # disjoint
+            assert torch.equal(both.sort().values, positions[b])          # union = all positions
+
+
+def test_target_count_is_ceil_of_ratio_clamped_to_one_and_n():
+    positions = torch.arange(10).expand(2, 10)
+    for ratio, expected in [(0.0, 1), (1e-6, 1), (0.3, 3), (0.31, 4), (0.5, 5), (0.999, 10), (1.0, 10)]:
+        context, targets = sample_split(positions, "cosine", ratio=ratio)
+        assert targets.shape == (2, expected), ratio
+        assert context.shape == (2, 10 - expected), ratio
+    assert num_masked(0.25, 8193) == math.ceil(0.25 * 8193) == 2049
+
+
+def test_each_sample_gets_its_own_permutation():
+    g = torch.Generator().manual_seed(1)
+    positions = torch.arange(64).expand(4, 64)
+    _, targets = sample_split(positions, "uniform", g, ratio=0.5)
+    assert len({tuple(row.sort().values.tolist()) for row in targets}) == 4   # 4 different target sets
+
+
+def test_uniform_and_cosine_ratio_distributions():
+    g = torch.Generator().manual_seed(2)
+    uniform = torch.tensor([mask_ratio("uniform", g) for _ in range(20000)])
+    cosine = torch.tensor([mask_ratio("cosine", g) for _ in range(20000)])
+    for r in (uniform, cosine):
+        assert r.min() > 0 and r.max() <= 1
+    assert abs(uniform.mean().item() - 0.5) < 0.01
+    assert abs(cosine.mean().item() - 2 / math.pi) < 0.01                 # E[cos(pi/2 u)] = 2/pi
+    # cosine favours high ratios: P(r > 1/2) = P(u < 2/3) = 2/3 instead of 1/2
+    assert abs((uniform > 0.5).float().mean().item() - 0.5) < 0.015
+    assert abs((cosine > 0.5).float().mean().item() - 2 / 3) < 0.015
+
+
+def test_same_seed_same_split_and_different_seed_different_split():
+    positions = torch.arange(100).expand(2, 100)
+    a = sample_split(positions, "uniform", torch.Generator().manual_seed(7))
+    b = sample_split(positions, "uniform", torch.Generator().manual_seed(7))
+    c = sample_split(positions, "uniform", torch.Generator().manual_seed(8))
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not (a[0].shape == c[0].shape and torch.equal(a[0], c[0]))
+
+
+def test_bad_inputs_raise():
+    with pytest.raises(ValueError, match="schedule"):
+        mask_ratio("linear")
+    with pytest.raises(ValueError, match="schedule"):
+        sample_split(torch.arange(4)[None], "linear")
+    with pytest.raises(ValueError, match="non-empty"):
+        sample_split(torch.zeros(2, 0, dtype=torch.long), "uniform")
+    with pytest.raises(ValueError, match="non-empty"):
+        sample_split(torch.arange(4), "uniform")
+    with pytest.raises(ValueError, match="ratio"):
+        sample_split(torch.arange(4)[None], "uniform", ratio=1.5)

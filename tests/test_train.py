@@ -1,0 +1,307 @@
+"""Training: exact resume (both stages), crash-safe checkpoints, 2-process DDP, NaN stop, the CLI's one-line
+errors, and train.py end to end on a folder of real JPEG frames.
+
+The training functions run on a micro config (16x16 px, 16 frames -> a 4x4x4 token grid, tiny widths), so
+every run takes a second or two. CLI tests start train.py in a subprocess; the end-to-end one swaps the micro
+config in for the preset (the real presets take minutes per step on a shared 2-core machine).
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+from PIL import Image
+
+import mebt.train_tokenizer as train_tokenizer_module
+import mebt.train_transformer as train_transformer_module
+import train
+from mebt.checkpoint import load_checkpoint, save_checkpoint
+from mebt.config import Config, DataConfig, ModelConfig, TokenizerConfig, TrainConfig
+from mebt.distributed import Dist, Stopped, setup, step_generator, teardown
+from mebt.tokenizer import VQTokenizer
+from mebt.train_tokenizer import train_tokenizer
+from mebt.train_transformer import train_transformer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Tiny models on a shared 2-core machine: OpenMP threads spend longer synchronising than computing.
+SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def micro_config(**train) -> Config:
+    settings = dict(tokenizer_steps=4, tokenizer_batch_size=2, tokenizer_clip_frames=8, transformer_steps=6,
+                    batch_size=4, warmup_steps=2, eval_every=3, sample_steps=2)
+    return Config(name="micro", data=DataConfig(resolution=16, frames=16, num_videos=8, num_eval_videos=4),
+                  tokenizer=TokenizerConfig(channels=8, codebook_size=32, code_dim=8),
+                  model=ModelConfig(vocab_size=32, grid=(4, 4, 4), d_model=32, n_heads=2, n_latents=8,
+                                    encoder_layers=("cross", "self", "cross"), decoder_layers=("read", "write", "read")),
+                  train=TrainConfig(**{**settings, **train})).validate()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def signal_at(module, name: str, step: int, monkeypatch) -> None:
+    """Wrap module.name (called once per training step) so that its call number `step` sends us SIGTERM."""
+    real, calls = getattr(module, name), []
+
+    def wrapped(*args, **kwargs):
+        if len(calls) == step:
+            os.kill(os.getpid(), signal.SIGTERM)   # as if the job scheduler stopped us mid-step
+        calls.append(1)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(module, name, wrapped)
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-6, atol=1e-7, msg=name)
+
+
+def test_step_randomness_depends_only_on_seed_step_and_rank():
+    first = torch.randint(1000, (8,), generator=step_generator(0, 5, 0))
+    torch.rand(100)                                                           # global RNG use in between is irrelevant
+    assert torch.equal(torch.randint(1000, (8,), generator=step_generator(0, 5, 0)), first)
+    assert not torch.equal(torch.randint(1000, (8,), generator=step_generator(0, 5, 1)), first)   # ranks: other shards
+    assert not torch.equal(torch.randint(1000, (8,), generator=step_generator(0, 6, 0)), first)   # steps: other draws
+    assert not torch.equal(torch.randint(1000, (8,), generator=step_generator(1, 5, 0)), first)   # the seed matters
+
+
+def test_lr_warms_up_linearly_then_decays_to_the_floor():
+    tc = micro_config(transformer_steps=100, warmup_steps=10, lr=1e-3, min_lr_ratio=0.1).train
+    lrs = [train_transformer_module.lr_at(step, tc) for step in range(100)]
+    assert lrs[:10] == pytest.approx([1e-4 * (i + 1) for i in range(10)])      # linear warm-up to the peak
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))                         # then never increases
+    assert lrs[-1] == pytest.approx(1e-4, rel=1e-2)                               # ends at lr * min_lr_ratio
+
+
+def test_tokenizer_resume_after_sigterm_matches_an_uninterrupted_run(tmp_path, monkeypatch):
+    cfg = micro_config(eval_every=10)                       # no periodic checkpoint: only the SIGTERM one
+    straight = train_tokenizer(cfg, str(tmp_path / "a")).state_dict()
+
+    signal_at(train_tokenizer_module, "random_clips", 1, monkeypatch)   # SIGTERM during step 2
+    with pytest.raises(Stopped, match="step 2"):
+        train_tokenizer(cfg, str(tmp_path / "b"))
+    assert load_checkpoint(tmp_path / "b" / "tokenizer.pt", "tokenizer")["step"] == 2
+    monkeypatch.undo()
+    resumed = train_tokenizer(cfg, str(tmp_path / "b"), resume=True)
+    assert load_checkpoint(tmp_path / "b" / "tokenizer.pt", "tokenizer")["step"] == 4
+    assert_same_weights(straight, resumed.state_dict())     # EMA codebook buffers included
+
+
+def test_transformer_resume_after_sigterm_matches_an_uninterrupted_run(tmp_path, monkeypatch):
+    cfg = micro_config()
+    train_tokenizer(cfg, str(tmp_path / "a"))
+    (tmp_path / "b").mkdir()
+    shutil.copy(tmp_path / "a" / "tokenizer.pt", tmp_path / "b" / "tokenizer.pt")
+    straight = train_transformer(cfg, str(tmp_path / "a")).state_dict()
+
+    signal_at(train_transformer_module, "lr_at", 3, monkeypatch)       # SIGTERM during step 4 (of 6)
+    with pytest.raises(Stopped, match="step 4"):
+        train_transformer(cfg, str(tmp_path / "b"))
+    assert load_checkpoint(tmp_path / "b" / "mebt.pt", "mebt")["step"] == 4
+    monkeypatch.undo()
+    resumed = train_transformer(cfg, str(tmp_path / "b"), resume=True)
+    payload = load_checkpoint(tmp_path / "b" / "mebt.pt", "mebt")
+    assert payload["step"] == 6 and Config.from_dict(payload["config"]) == cfg
+    assert_same_weights(straight, resumed.state_dict())
+    # the same curriculum, masks and LR schedule: the logged losses agree too, and eval lines are there
+    logs = [[json.loads(line) for line in open(tmp_path / run / "metrics.jsonl")] for run in "ab"]
+    evals = [[(r["step"], round(r["eval_ce"], 5)) for r in log if "eval_ce" in r] for log in logs]
+    assert [step for step, _ in evals[0]] == [3, 6] and evals[1] == evals[0]
+    assert os.path.exists(tmp_path / "b" / "samples" / "final.gif")
+
+
+def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
+    cfg = micro_config(eval_every=2)                        # checkpoints at steps 2 and 4
+    real_save, saves = torch.save, []
+
+    def crash_on_second_save(obj, f, *args, **kwargs):
+        saves.append(f)
+        if len(saves) == 2:
+            with open(f, "wb") as half:
+                half.write(b"PK\x03\x04 half a zip")          # the start of a file, then the machine dies
+            raise OSError("No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+    monkeypatch.setattr(torch, "save", crash_on_second_save)
+    with pytest.raises(OSError, match="No space"):
+        train_tokenizer(cfg, str(tmp_path))
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path / "tokenizer.pt", "tokenizer")["step"] == 2   # the step-2 file, intact
+    assert sorted(os.listdir(tmp_path)) == ["metrics.jsonl", "tokenizer.pt"]         # no half-written leftovers
+    train_tokenizer(cfg, str(tmp_path), resume=True)                                 # and it resumes from it
+    assert load_checkpoint(tmp_path / "tokenizer.pt", "tokenizer")["step"] == 4
+
+
+def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(train, "get_preset", lambda name: micro_config())
+    real_loss, training_calls = train_transformer_module.masked_token_loss, []
+
+    def nan_at_step_5(logits, targets):
+        loss = real_loss(logits, targets)
+        if torch.is_grad_enabled():                         # training steps only, not the held-out evaluation
+            training_calls.append(1)
+            if len(training_calls) == 5:
+                return loss * float("nan")
+        return loss
+    monkeypatch.setattr(train_transformer_module, "masked_token_loss", nan_at_step_5)
+    assert train.main(["--out-dir", str(tmp_path), "--device", "cpu"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: transformer loss became nan at step 5") and "keeps step 3" in err
+    payload = load_checkpoint(tmp_path / "mebt.pt", "mebt")
+    assert payload["step"] == 3 and all(torch.isfinite(v).all() for v in payload["model"].values())
+
+
+def test_resume_reuses_a_finished_tokenizer_and_extends_the_transformer(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(train, "get_preset", lambda name: micro_config())
+    args = ["--out-dir", str(tmp_path), "--device", "cpu", "--tokenizer-steps", "2", "--transformer-steps", "2"]
+    assert train.main(args) == 0
+    tokenizer_file = (tmp_path / "tokenizer.pt").read_bytes()
+    capsys.readouterr()
+    assert train.main(args + ["--resume", "--transformer-steps", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "tokenizer: reusing" in out and "token cache: loaded" in out and "steps 2->4" in out
+    assert (tmp_path / "tokenizer.pt").read_bytes() == tokenizer_file           # untouched, not retrained
+    assert load_checkpoint(tmp_path / "mebt.pt", "mebt")["step"] == 4
+
+
+def _ddp_worker(rank: int, out_dir: str, cfg_dict: dict, port: int) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
+                      LOCAL_RANK=str(rank))                 # what torchrun sets
+    torch.set_num_threads(1)
+    dist = setup("cpu")
+    cfg = Config.from_dict(cfg_dict)
+    tokenizer = train_tokenizer(cfg, out_dir, dist=dist)
+    model = train_transformer(cfg, out_dir, dist=dist)
+    torch.save({"tokenizer": tokenizer.state_dict(), "mebt": model.state_dict()}, os.path.join(out_dir, f"rank{rank}.pt"))
+    teardown(dist)
+
+
+def test_two_process_ddp_ends_with_identical_weights_and_one_writer(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]                           # a free port for the gloo rendezvous
+    cfg = micro_config(tokenizer_steps=2, transformer_steps=3, eval_every=2)
+    mp.spawn(_ddp_worker, args=(str(tmp_path), cfg.to_dict(), port), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    assert_same_weights(ranks[0]["tokenizer"], ranks[1]["tokenizer"])
+    assert_same_weights(ranks[0]["mebt"], ranks[1]["mebt"])
+    assert_same_weights(load_checkpoint(tmp_path / "mebt.pt", "mebt")["model"], ranks[0]["mebt"])
+    records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    steps = [(r["stage"], r["step"]) for r in records if "eval_psnr" in r or "eval_ce" in r]
+    assert steps == [("tokenizer", 2), ("transformer", 2), ("transformer", 3)]   # rank 0 alone logs: no duplicates
+
+
+# ------------------------------------------------------------------------------------------------ the CLI
+
+def run_cli(*args, preset: Config | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
+    """train.py in a subprocess; `preset` replaces whatever --preset names (the real ones are too slow here)."""
+    if preset is None:
+        command = [sys.executable, os.path.join(ROOT, "train.py"), *map(str, args)]
+    else:
+        code = ("import sys, train; from mebt.config import Config; "
+                f"train.get_preset = lambda name: Config.from_dict({preset.to_dict()!r}); sys.exit(train.main())")
+        command = [sys.executable, "-c", code, *map(str, args)]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=SUBPROCESS_ENV, timeout=timeout)
+
+
+def write_frame_folders(root, videos: int = 3, frames: int = 20, size: int = 16) -> None:
+    """Real JPEG files in the flat layout <root>/<video>/<frame>.jpg: a bright bar sweeping over a gradient."""
+    for v in range(videos):
+        os.makedirs(root / f"video{v}")
+        for t in range(frames):
+            pixels = np.zeros((size, size, 3), np.uint8)
+            pixels[..., 2] = np.linspace(40, 200, size, dtype=np.uint8)[None, :]
+            pixels[:, (t + 3 * v) % size] = (250, 220, 30)
+            Image.fromarray(pixels).save(root / f"video{v}" / f"frame_{t:05d}.jpg", quality=95)
+
+
+@pytest.fixture(scope="module")
+def cli_errors(tmp_path_factory):
+    """Every error case, prepared, then all train.py processes at once (each spends its time importing torch)."""
+    base = tmp_path_factory.mktemp("cli")
+    (base / "empty").mkdir()
+    mismatch = base / "mismatch"   # a tokenizer with 32 codes; the tiny transformer expects 512
+    tokenizer = VQTokenizer(micro_config().tokenizer)
+    save_checkpoint(mismatch / "tokenizer.pt", {"kind": "tokenizer", "model": tokenizer.state_dict(), "step": 4,
+                                                "config": micro_config().to_dict()})
+    (base / "corrupt").mkdir()
+    (base / "corrupt" / "tokenizer.pt").write_bytes(b"this is not a checkpoint")
+    (base / "existing").mkdir()
+    (base / "existing" / "tokenizer.pt").write_bytes(b"a finished tokenizer")
+    os.utime(base / "existing" / "tokenizer.pt", (1_000_000_000, 1_000_000_000))
+    cases = {
+        "no_data_dir": ["--dataset", "skytimelapse"],
+        "missing_data_dir": ["--dataset", "skytimelapse", "--data-dir", base / "nowhere", "--out-dir", base / "o1"],
+        "empty_data_dir": ["--dataset", "skytimelapse", "--data-dir", base / "empty", "--out-dir", base / "o2"],
+        "no_tokenizer": ["--stage", "transformer", "--out-dir", base / "o3"],
+        "mismatch": ["--stage", "transformer", "--out-dir", mismatch],
+        "corrupt": ["--stage", "transformer", "--out-dir", base / "corrupt"],
+        "existing": ["--out-dir", base / "existing"],
+        "bf16_on_cpu": ["--dtype", "bf16", "--device", "cpu", "--out-dir", base / "o4"],
+    }
+    running = {name: subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), "--device", "cpu",
+                                       *map(str, args)], cwd=ROOT, env=SUBPROCESS_ENV, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+               for name, args in cases.items()}
+    results = {name: (p.wait(timeout=120), *p.communicate()) for name, p in running.items()}
+    return base, results
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("no_data_dir", "error: --dataset skytimelapse needs --data-dir PATH"),
+    ("missing_data_dir", "nowhere: no such file or folder"),
+    ("empty_data_dir", "empty: no .jpg/.jpeg/.png frames found"),
+    ("no_tokenizer", "o3/tokenizer.pt: run --stage tokenizer first"),
+    ("mismatch", "does not match the transformer config: codebook_size=32 (config wants 512)"),
+    ("corrupt", "tokenizer.pt is not a readable checkpoint (corrupt or truncated?)"),
+    ("existing", "existing/tokenizer.pt exists: pass --resume to continue it, or choose another --out-dir"),
+    ("bf16_on_cpu", "error: --dtype bf16 needs a CUDA device"),
+])
+def test_cli_errors_are_one_line(cli_errors, case, expected):
+    _, results = cli_errors
+    returncode, _, stderr = results[case]
+    assert returncode == 1
+    assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
+    assert stderr.startswith("error: ") and expected in stderr, stderr
+
+
+def test_cli_never_overwrites_an_existing_run(cli_errors):
+    base, _ = cli_errors
+    existing = base / "existing" / "tokenizer.pt"
+    assert existing.read_bytes() == b"a finished tokenizer" and os.stat(existing).st_mtime == 1_000_000_000
+    assert os.listdir(base / "existing") == ["tokenizer.pt"]
+
+
+def test_cli_end_to_end_on_a_folder_of_jpeg_frames(tmp_path):
+    write_frame_folders(tmp_path / "sky")
+    out = tmp_path / "out"
+    result = run_cli("--dataset", "skytimelapse", "--data-dir", tmp_path / "sky", "--out-dir", out, "--device", "cpu",
+                     "--tokenizer-steps", "2", "--transformer-steps", "2", "--eval-every", "1", "--sample-every", "1",
+                     preset=micro_config())
+    assert result.returncode == 0, result.stderr
+    assert load_checkpoint(out / "tokenizer.pt", "tokenizer")["step"] == 2
+    payload = load_checkpoint(out / "mebt.pt", "mebt")
+    assert payload["step"] == 2 and payload["config"]["data"]["dataset"] == "skytimelapse"
+    assert payload["tokenizer"]["path"] == str(out / "tokenizer.pt")
+    assert len(load_checkpoint(out / "tokens_train.pt", "token_cache")["tokens"]) == 3   # one 16-frame window per video
+    records = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    assert [r["step"] for r in records if "eval_psnr" in r] == [1, 2]
+    assert [r["step"] for r in records if "eval_ce" in r] == [1, 2]
+    for name in ("step_1.gif", "step_2.gif", "final.gif", "final.png"):
+        assert os.path.getsize(out / "samples" / name) > 0
+    with Image.open(out / "samples" / "final.gif") as gif:
+        assert gif.n_frames > 1                              # a video, not a still
+    assert "tokenizer: 2 steps in" in result.stdout and "transformer: 2 steps in" in result.stdout

@@ -1,0 +1,154 @@
+"""Train MeBT end to end: tokenizer -> token cache -> transformer -> samples, all under --out-dir.
+
+    python train.py                                              # synthetic data, tiny preset (~15 min, 2 CPU cores)
+    python train.py --tokenizer-steps 30 --transformer-steps 30 --out-dir /tmp/smoke     # a smoke run (~1 min)
+    python train.py --resume                                     # continue a run stopped with Ctrl-C
+    python train.py --stage transformer --resume --transformer-steps 3000                # train the transformer longer
+    python train.py --dataset skytimelapse --data-dir /data/sky_timelapse --preset small --out-dir out_sky
+    torchrun --nproc_per_node=8 train.py --preset paper --data-dir /data/sky_timelapse --dtype bf16 --out-dir out_paper
+    python sample.py --ckpt out/mebt.pt                          # then sample from the trained model
+
+Writes OUT/tokenizer.pt, OUT/tokens_{train,eval}.pt (the token cache), OUT/mebt.pt, OUT/metrics.jsonl
+(one JSON object per line) and OUT/samples/*.gif. Ctrl-C (or SIGTERM) saves a checkpoint at the current step
+and exits; --resume continues exactly where it stopped (same data, curriculum position and learning rate).
+--dtype bf16 needs CUDA: on a CPU it is an error rather than a silent fallback, so timings are never mislabelled.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import torch
+
+from mebt.config import PRESETS, Config, get_preset
+from mebt.distributed import Dist, Stopped, setup, teardown
+from mebt.pipeline import LossNotFinite, RunPaths, refuse_overwrite
+from mebt.train_tokenizer import train_tokenizer
+from mebt.train_transformer import train_transformer
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Train the MeBT tokenizer and transformer (see the docstring of train.py). "
+                                            "Flags left out take the preset's value.")
+    p.add_argument("--dataset", choices=["synthetic", "skytimelapse"], default=None,
+                   help="synthetic: built-in bouncing shapes, nothing to download (default for tiny/small). "
+                        "skytimelapse: a folder of frames, needs --data-dir (default for paper)")
+    p.add_argument("--data-dir", default=None,
+                   help="SkyTimelapse root: sky_train/<id>/<id>_<k>/*.jpg, <root>/<video>/*.jpg, or train.txt/test.txt "
+                        "lists; a sky_test/ or test.txt beside it is the held-out split")
+    p.add_argument("--out-dir", default="out", help="every checkpoint, log and sample of the run goes here (default: out)")
+    p.add_argument("--preset", choices=list(PRESETS), default="tiny",
+                   help="tiny (default): 32x32x128 on a CPU in ~15 min; small: 64x64 on one GPU, hours; paper: the 345M model")
+    p.add_argument("--stage", choices=["tokenizer", "transformer", "all"], default="all",
+                   help="all (default) = tokenizer, token cache, transformer, samples; transformer needs OUT/tokenizer.pt")
+    p.add_argument("--frames", type=int, default=None,
+                   help="clip length in video frames (a multiple of 4); shorter trains faster. Default: the preset's (128)")
+    p.add_argument("--resolution", type=int, default=None,
+                   help="frame size in pixels (a multiple of the tokenizer's spatial factor). Default: the preset's")
+    p.add_argument("--tokenizer-steps", type=int, default=None,
+                   help="tokenizer training steps (tiny: 600); PSNR keeps improving slowly after that")
+    p.add_argument("--transformer-steps", type=int, default=None,
+                   help="transformer training steps (tiny: 1500); the curriculum and LR schedule stretch to fit")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="transformer clips per step and process (the tokenizer keeps the preset's); lower it if you "
+                        "run out of memory, and lower --lr with it; the tiny preset trains fine at 8")
+    p.add_argument("--lr", type=float, default=None,
+                   help="transformer peak learning rate (tiny: 1e-3; ~3e-5 at 345M parameters); lower it if the loss "
+                        "turns NaN")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="cpu, cuda or cuda:N (default: cuda if available); under torchrun each process takes cuda:LOCAL_RANK")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds the initial weights and every step's data draws; same seed + flags = same run (default: 0)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the checkpoints in --out-dir (a finished tokenizer is reused); without it an "
+                        "existing checkpoint is an error, never overwritten")
+    p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
+                   help="fp32 (default), or bf16: autocast matmuls on CUDA (faster, half the activation memory); CPU: fp32 only")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the models: worth it on a GPU for long runs; compiling costs a minute or more")
+    p.add_argument("--no-curriculum", action="store_true",
+                   help="train on full-length clips from the first step (the curriculum starts short and grows)")
+    p.add_argument("--eval-every", type=int, default=None,
+                   help="held-out PSNR / cross-entropy and a checkpoint every N steps, both stages (tiny: 250)")
+    p.add_argument("--sample-every", type=int, default=None,
+                   help="write samples/step_N.gif every N transformer steps; 0 = only samples/final.gif at the end "
+                        "(each sample costs a full decode)")
+    return p.parse_args(argv)
+
+
+def build_config(args: argparse.Namespace) -> Config:
+    """The preset, with every flag that was given written over it (the result is stored in the checkpoints)."""
+    for flag in ("frames", "resolution", "tokenizer_steps", "transformer_steps", "batch_size", "lr", "eval_every",
+                 "sample_every"):
+        value = getattr(args, flag)
+        if value is not None and (value < 0 or (value == 0 and flag != "sample_every")):
+            raise ValueError(f"--{flag.replace('_', '-')}={value}: expected a positive number")
+    cfg = get_preset(args.preset)
+    d, t = cfg.data, cfg.train
+    d.dataset = args.dataset or d.dataset
+    d.frames = args.frames or d.frames
+    d.resolution = args.resolution or d.resolution
+    cfg.model.grid = cfg.token_grid   # the model's positional tables follow the clip's token grid
+    t.tokenizer_clip_frames = min(t.tokenizer_clip_frames, d.frames)
+    for field in ("tokenizer_steps", "transformer_steps", "batch_size", "lr", "eval_every", "sample_every"):
+        if getattr(args, field) is not None:
+            setattr(t, field, getattr(args, field))
+    return cfg.validate()
+
+
+def check_args(args: argparse.Namespace, cfg: Config) -> None:
+    """Every mistake we can see before loading data or building models, as one line."""
+    if cfg.data.dataset == "skytimelapse" and not args.data_dir:
+        raise ValueError("--dataset skytimelapse needs --data-dir PATH (a folder of SkyTimelapse frames)")
+    if cfg.data.dataset == "synthetic" and args.data_dir:
+        raise ValueError("--data-dir is only read with --dataset skytimelapse; the synthetic data is generated")
+    if args.seed < 0:
+        raise ValueError(f"--seed={args.seed}: expected a non-negative integer")
+    if args.dtype == "bf16" and torch.device(args.device).type != "cuda":
+        raise ValueError(f"--dtype bf16 needs a CUDA device (got --device {args.device}); on CPU use --dtype fp32")
+    paths = RunPaths(args.out_dir)
+    if args.stage in ("tokenizer", "all"):
+        refuse_overwrite(paths.tokenizer, args.resume)
+    if args.stage in ("transformer", "all"):
+        refuse_overwrite(paths.mebt, args.resume)
+    if args.stage == "transformer" and not os.path.exists(paths.tokenizer):
+        raise FileNotFoundError(f"no tokenizer at {paths.tokenizer}: run --stage tokenizer first")
+
+
+def run(args: argparse.Namespace, dist: Dist) -> None:
+    cfg = build_config(args)
+    check_args(args, cfg)
+    common = dict(data_dir=args.data_dir, seed=args.seed, resume=args.resume, dtype=args.dtype,
+                  compile=args.compile, dist=dist)
+    start = time.time()
+    if args.stage in ("tokenizer", "all"):
+        train_tokenizer(cfg, args.out_dir, **common)
+    if args.stage in ("transformer", "all"):
+        train_transformer(cfg, args.out_dir, curriculum=not args.no_curriculum, **common)
+    if dist.is_main:
+        print(f"done in {time.time() - start:.0f}s: everything is in {args.out_dir}/")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    dist = setup(args.device)
+    try:
+        run(args, dist)
+    except Stopped as e:   # the checkpoint is saved: not an error, but the run did not finish
+        print(e, file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:   # outside a training loop (data scan, token cache, sampling): nothing to save
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (FileNotFoundError, FileExistsError, ValueError, LossNotFinite) as e:
+        print(f"error: {e}", file=sys.stderr)   # one line, no traceback: these are the user's to fix
+        return 1
+    finally:
+        teardown(dist)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
