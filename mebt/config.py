@@ -31,11 +31,11 @@ class DataConfig:
 
 @dataclass
 class TokenizerConfig:
-    channels: int = 64                 # width of the first conv stage; doubled at each spatial downsampling
+    channels: int = 32                 # width after the first downsampling stage; doubled at each further stage
     temporal_downsample: int = 4       # T frames -> T/4 latent frames (as TATS / MeBT)
     spatial_downsample: int = 4        # H pixels -> H/4 token rows (tiny: 32 -> 8)
-    codebook_size: int = 512           # number of discrete codes = the transformer's vocabulary
-    code_dim: int = 64                 # dimension of each codebook vector
+    codebook_size: int = 256           # number of discrete codes = the transformer's vocabulary
+    code_dim: int = 32                 # dimension of each codebook vector
     ema_decay: float = 0.99            # EMA codebook update rate (DESIGN.md §6)
     commitment: float = 0.25           # weight of || z_e - sg(z_q) ||^2
     dead_code_threshold: float = 1.0   # a code whose EMA usage count falls below this is restarted
@@ -43,7 +43,7 @@ class TokenizerConfig:
 
 @dataclass
 class ModelConfig:
-    vocab_size: int = 512                          # must equal TokenizerConfig.codebook_size
+    vocab_size: int = 256                          # must equal TokenizerConfig.codebook_size
     grid: tuple[int, int, int] = (32, 8, 8)        # (t, h, w): largest token grid; sizes the positional tables
     d_model: int = 128                             # width of every stream (latents, context, targets)
     n_heads: int = 4                               # attention heads; d_model must be divisible by it
@@ -63,12 +63,12 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     # tokenizer stage
-    tokenizer_steps: int = 600
+    tokenizer_steps: int = 1500
     tokenizer_batch_size: int = 8
     tokenizer_lr: float = 1e-3
     tokenizer_clip_frames: int = 16      # the tokenizer is convolutional: it trains on short clips, encodes long ones
     # transformer stage
-    transformer_steps: int = 1500
+    transformer_steps: int = 1200
     batch_size: int = 8
     lr: float = 1e-3                     # peak learning rate (after warm-up); the paper used ~3e-5 at 345M params
     warmup_steps: int = 100
@@ -79,7 +79,7 @@ class TrainConfig:
     curriculum: bool = True              # grow the clip length during training (DESIGN.md §4)
     curriculum_full_at: float = 0.65     # fraction of transformer_steps at which the full length is the mode
     curriculum_spread: float = 2.0       # c in p(T): the length is spread about +-c latent frames around its mode
-    eval_every: int = 250
+    eval_every: int = 200
     sample_every: int = 0                # 0 = only at the end
     eval_mask_ratio: float = 0.5         # held-out masked-token cross-entropy is measured at this fixed ratio
     # decoding defaults used for the samples written during / after training

@@ -8,8 +8,11 @@ beta * ||z_e - sg(z_q)||^2 and receives the decoder's gradient through the strai
 Codes that stop being used (EMA usage below a threshold) are restarted on random encoder outputs of
 the current batch, which is also how the codebook is initialised on the first training step.
 
-Try it:
-    python -m pytest -q tests/test_tokenizer.py -k quantizer
+Under DDP (torch.distributed initialised) the per-batch code counts and sums are all-reduced before
+the EMA update and restart vectors are broadcast from rank 0, so every rank keeps the same codebook.
+
+Try it (a training-mode call: the first one restarts every code on the given vectors):
+    python -c "import torch; from mebt.quantizer import VectorQuantizer; print(VectorQuantizer(8, 2)(torch.randn(100, 2)).usage)"
 """
 from __future__ import annotations
 

