@@ -40,7 +40,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "lists; a sky_test/ or test.txt beside it is the held-out split")
     p.add_argument("--out-dir", default="out", help="every checkpoint, log and sample of the run goes here (default: out)")
     p.add_argument("--preset", choices=list(PRESETS), default="tiny",
-                   help="tiny (default): 32x32x128 on a CPU in ~15 min; small: 64x64 on one GPU, hours; paper: the 345M model")
+                   help="tiny (default): 32x32x128 on a CPU in ~15 min; small: 64x64 on one GPU, hours; paper: the paper-scale 336M-parameter model")
     p.add_argument("--stage", choices=["tokenizer", "transformer", "all"], default="all",
                    help="all (default) = tokenizer, token cache, transformer, samples; transformer needs OUT/tokenizer.pt")
     p.add_argument("--frames", type=int, default=None,

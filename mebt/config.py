@@ -5,7 +5,7 @@ The whole `Config` is stored (as a plain dict) inside every checkpoint, so
 
     from mebt.config import get_preset
     cfg = get_preset("tiny")        # CPU, minutes
-    cfg = get_preset("paper")       # the paper's 345M-parameter model, GPU
+    cfg = get_preset("paper")       # the paper-scale model (336M parameters; the paper reports ~345M), GPU
 
 Presets:
 - tiny  : 32x32 synthetic clips of 128 frames -> 32x8x8 = 2048 tokens; d=128. Trains on 2 CPU cores.
@@ -163,7 +163,7 @@ def _small() -> Config:
 
 def _paper() -> Config:
     # DESIGN.md §2: d=1024, 16 heads, 24 layers (13 encoder + 11 decoder), 256 latents, vocab 16384,
-    # 32x16x16 tokens for 128 frames of 128x128 video; ~345M parameters.
+    # 32x16x16 tokens for 128 frames of 128x128 video; 336M parameters here (the paper reports ~345M).
     return Config(
         name="paper",
         data=DataConfig(dataset="skytimelapse", resolution=128, frames=128),

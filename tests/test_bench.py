@@ -22,7 +22,6 @@ def test_efficiency_writes_rows_with_linear_mebt_and_quadratic_materialised(tmp_
     # keep the test short: time only the 16-frame shapes, once each; 64 frames are counted on meta
     monkeypatch.setattr(bench, "QUICK_FRAMES", 16)
     monkeypatch.setattr(bench, "REPEATS", 1)
-    torch.set_num_threads(1)
     bench.run_efficiency(["tiny"], [16, 64], torch.device("cpu"), quick=True, out_dir=str(tmp_path))
     rows = json.loads((tmp_path / "efficiency-cpu.json").read_text())
     assert (tmp_path / "efficiency-cpu.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

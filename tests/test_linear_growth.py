@@ -20,15 +20,6 @@ FRAMES = (16, 32, 64, 128)
 LINEAR = FRAMES[-1] / FRAMES[0]   # 8x the frames
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: one thread is faster, and 2 spinning OpenMP threads on a busy 2-core box are ~4x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)   # leave other test files as we found them
-
-
 def build(preset: str, device: str):
     cfg = get_preset(preset).model
     torch.manual_seed(0)

@@ -14,15 +14,6 @@ from mebt.model import MeBT, masked_token_loss, set_materialize
 V = 64   # vocabulary of the small test models
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: one thread is faster, and 2 spinning OpenMP threads on a busy 2-core box are ~4x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)   # leave other test files as we found them
-
-
 def small_cfg(**overrides) -> ModelConfig:
     """A model small enough for float64 checks in milliseconds; default layer pattern."""
     return ModelConfig(**{**dict(vocab_size=V, grid=(4, 4, 4), d_model=32, n_heads=4, n_latents=8), **overrides})

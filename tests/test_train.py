@@ -24,7 +24,7 @@ import mebt.train_transformer as train_transformer_module
 import train
 from mebt.checkpoint import load_checkpoint, save_checkpoint
 from mebt.config import Config, DataConfig, ModelConfig, TokenizerConfig, TrainConfig, get_preset
-from mebt.distributed import Dist, Stopped, setup, step_generator, teardown
+from mebt.distributed import Stopped, setup, step_generator, teardown
 from mebt.tokenizer import VQTokenizer
 from mebt.train_tokenizer import train_tokenizer
 from mebt.train_transformer import train_transformer
@@ -42,14 +42,6 @@ def micro_config(**train) -> Config:
                   model=ModelConfig(vocab_size=32, grid=(4, 4, 4), d_model=32, n_heads=2, n_latents=8,
                                     encoder_layers=("cross", "self", "cross"), decoder_layers=("read", "write", "read")),
                   train=TrainConfig(**{**settings, **train})).validate()
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def signal_at(module, name: str, step: int, monkeypatch) -> None:
