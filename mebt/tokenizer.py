@@ -5,9 +5,10 @@ small) or 8 (paper), and back. This is the TATS-style tokenizer of DESIGN.md §6
 reconstruction (MSE) + commitment only: no perceptual or adversarial losses, which need weights we
 cannot download. Down/up-sampling is done by strided convs whose kernel equals the stride (a learned
 space-to-depth and its transpose), with a 3x3x3 residual block after each: no 3x3x3 conv ever runs at
-full resolution, which makes the tiny preset about 3x faster per step on a CPU than the usual
-conv_in + stride-2 3x3x3 design, at about the same PSNR per step. Every layer is a convolution, so
-the tokenizer trains on short clips (16 frames) and encodes 128-frame clips in one call.
+full resolution, which makes the tiny preset ~3x faster per step on a CPU than the usual conv_in +
+stride-2 3x3x3 + upsample-and-conv design (slightly lower PSNR per step, much higher per second).
+Every layer is a convolution, so the tokenizer trains on short clips (16 frames) and encodes
+128-frame clips in one call.
 
 Try it (training lives in mebt/train_tokenizer.py):
     python -c "import torch; from mebt.config import get_preset; from mebt.tokenizer import VQTokenizer; \
@@ -24,7 +25,7 @@ from einops import rearrange
 from torch import nn
 
 from mebt.config import TokenizerConfig
-from mebt.quantizer import VectorQuantizer
+from mebt.quantizer import QuantizerOutput, VectorQuantizer
 
 
 class TokenizerOutput(NamedTuple):
@@ -90,7 +91,7 @@ class Encoder(nn.Module):
 
 class Decoder(nn.Module):
     """Mirror of the encoder: transposed convs with kernel = stride (depth-to-space) replace the strided convs,
-    so every output pixel inside a 2x2(x2) block gets its own weights: sharp edges come cheap."""
+    so every output pixel inside a 2x2(x2) block gets its own weights (no blur from interpolation)."""
 
     def __init__(self, cfg: TokenizerConfig):
         super().__init__()
@@ -123,7 +124,7 @@ class VQTokenizer(nn.Module):
             raise ValueError(f"VQTokenizer: T={video.shape[2]} must be a multiple of {t} and H, W="
                              f"{video.shape[3]}, {video.shape[4]} multiples of {s}")
 
-    def _quantize(self, video: torch.Tensor):
+    def _quantize(self, video: torch.Tensor) -> QuantizerOutput:
         self._check_video(video)
         z_e = rearrange(self.encoder(video), "b d t h w -> b t h w d")   # channels last for the quantizer
         return self.quantizer(z_e)
@@ -138,10 +139,14 @@ class VQTokenizer(nn.Module):
 
     @torch.no_grad()
     def decode(self, indices: torch.Tensor) -> torch.Tensor:
-        """LongTensor (B, t, h, w) -> video (B, 3, 4t, s*h, s*w) in [-1, 1]."""
-        if indices.dim() != 4 or indices.dtype != torch.long:
-            raise ValueError(f"VQTokenizer.decode: expected a LongTensor (B, t, h, w), got {indices.dtype} {tuple(indices.shape)}")
-        return self._decode_codes(self.quantizer.lookup(indices)).clamp(-1, 1)
+        """Integer tokens (B, t, h, w) (int16 from the token cache is fine) -> video (B, 3, 4t, s*h, s*w) in [-1, 1]."""
+        if indices.dim() != 4 or indices.dtype.is_floating_point or indices.dtype == torch.bool:
+            raise ValueError(f"VQTokenizer.decode: expected integer tokens (B, t, h, w), got {indices.dtype} {tuple(indices.shape)}")
+        codes = self.cfg.codebook_size
+        # e.g. a -1 "unknown" marker left in a grid; (meta tensors have no values to check)
+        if indices.device.type != "meta" and (indices.min() < 0 or indices.max() >= codes):
+            raise ValueError(f"VQTokenizer.decode: tokens must be in [0, {codes}), got [{int(indices.min())}, {int(indices.max())}]")
+        return self._decode_codes(self.quantizer.lookup(indices.long())).clamp(-1, 1)
 
     def forward(self, video: torch.Tensor) -> TokenizerOutput:
         q = self._quantize(video)

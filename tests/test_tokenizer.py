@@ -186,8 +186,12 @@ def test_bad_input_raises_clear_errors():
         tokenizer.encode(torch.zeros(1, 3, 10, 32, 32))                  # T not a multiple of 4
     with pytest.raises(ValueError, match="multiples of 4"):
         tokenizer(torch.zeros(1, 3, 16, 30, 32))
-    with pytest.raises(ValueError, match="LongTensor"):
+    with pytest.raises(ValueError, match="integer tokens"):
         tokenizer.decode(torch.zeros(1, 4, 8, 8))                        # float indices
+    with pytest.raises(ValueError, match=r"in \[0, 64\)"):
+        tokenizer.decode(torch.full((1, 4, 8, 8), -1))                   # an "unknown" marker left in the grid
+    small_ints = torch.randint(64, (1, 4, 8, 8))
+    assert torch.equal(tokenizer.decode(small_ints.short()), tokenizer.decode(small_ints))   # token-cache int16
     with pytest.raises(ValueError, match="power of two"):
         VQTokenizer(dataclasses.replace(NARROW, spatial_downsample=6))
     with pytest.raises(ValueError, match="code_dim"):
