@@ -48,7 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--resolution", type=int, default=None,
                    help="frame size in pixels (a multiple of the tokenizer's spatial factor). Default: the preset's")
     p.add_argument("--tokenizer-steps", type=int, default=None,
-                   help="tokenizer training steps (tiny: 600); PSNR keeps improving slowly after that")
+                   help="tokenizer training steps (tiny: 1500, about 2 min on 2 CPU cores); PSNR keeps improving slowly after that")
     p.add_argument("--transformer-steps", type=int, default=None,
                    help="transformer training steps (tiny: 1500); the curriculum and LR schedule stretch to fit")
     p.add_argument("--batch-size", type=int, default=None,

@@ -38,7 +38,7 @@ def test_encode_decode_shapes_every_preset(preset):
     tk = cfg.tokenizer
     t, s = tk.temporal_downsample, tk.spatial_downsample
     if preset == "paper":
-        # 187M-parameter scale: build it on the meta device (no memory, no compute) at its real clip size
+        # 39M parameters: build it on the meta device (no memory, no compute) and run its real 128x128 clip size
         with torch.device("meta"):
             tokenizer = VQTokenizer(tk).eval()
             video = torch.zeros(2, 3, 16, cfg.data.resolution, cfg.data.resolution)
