@@ -50,7 +50,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--tokenizer-steps", type=int, default=None,
                    help="tokenizer training steps (tiny: 1500, about 2 min on 2 CPU cores); PSNR keeps improving slowly after that")
     p.add_argument("--transformer-steps", type=int, default=None,
-                   help="transformer training steps (tiny: 1200); the curriculum and LR schedule stretch to fit")
+                   help="transformer training steps (tiny: 3000); the curriculum and LR schedule stretch to fit")
     p.add_argument("--batch-size", type=int, default=None,
                    help="transformer clips per step and process (the tokenizer keeps the preset's); lower it if you "
                         "run out of memory, and lower --lr with it; the tiny preset trains fine at 8")

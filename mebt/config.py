@@ -26,7 +26,7 @@ class DataConfig:
     stride: int = 1              # take every `stride`-th frame of a real video (1 = native frame rate)
     num_videos: int = 512        # synthetic only: size of the training set (the held-out set is separate)
     num_eval_videos: int = 32    # synthetic only: held-out videos for PSNR / masked-token NLL
-    max_objects: int = 3         # synthetic only: 1..max_objects shapes per video
+    max_objects: int = 2         # synthetic only: 1..max_objects shapes per video
 
 
 @dataclass
@@ -68,7 +68,7 @@ class TrainConfig:
     tokenizer_lr: float = 1e-3
     tokenizer_clip_frames: int = 16      # the tokenizer is convolutional: it trains on short clips, encodes long ones
     # transformer stage
-    transformer_steps: int = 1200
+    transformer_steps: int = 3000
     batch_size: int = 8
     lr: float = 1e-3                     # peak learning rate (after warm-up); the paper used ~3e-5 at 345M params
     warmup_steps: int = 100

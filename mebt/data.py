@@ -40,7 +40,7 @@ SHAPES = ("square", "circle", "diamond")
 # Flat on purpose: a convolutional tokenizer cannot tell *where* a patch is, so a position-dependent
 # background (a gradient) costs codebook entries and caps reconstruction PSNR near 26 dB.
 BACKGROUND = np.array([90, 90, 96], dtype=np.uint8)
-RADIUS_FRACTION = 0.14                 # shape half-size relative to the frame: ~4.5 px at 32 px
+RADIUS_FRACTION = 0.20                 # shape half-size relative to the frame: 6.4 px at 32 px, over 3 tokens wide
 SPEED_RANGE = (0.3, 0.8)               # px/frame at 32 px; scaled linearly with resolution
 
 
@@ -128,7 +128,7 @@ def render(truth: VideoTruth) -> torch.Tensor:
     return torch.from_numpy(video)
 
 
-def make_synthetic_video(seed, frames: int, resolution: int, max_objects: int = 3) -> tuple[torch.Tensor, VideoTruth]:
+def make_synthetic_video(seed, frames: int, resolution: int, max_objects: int = 2) -> tuple[torch.Tensor, VideoTruth]:
     """One synthetic video and its truth. `seed` is an int or a tuple of ints (e.g. (dataset_seed, index))."""
     if max_objects < 1 or max_objects > len(PALETTE):
         raise ValueError(f"max_objects={max_objects}: expected 1..{len(PALETTE)} (one palette colour each)")
@@ -139,7 +139,7 @@ def make_synthetic_video(seed, frames: int, resolution: int, max_objects: int = 
 class SyntheticVideos(Dataset):
     """`num_videos` synthetic videos; video i depends only on (seed, i), so any subset can be regenerated."""
 
-    def __init__(self, num_videos: int, frames: int, resolution: int, max_objects: int = 3, seed: int = 0):
+    def __init__(self, num_videos: int, frames: int, resolution: int, max_objects: int = 2, seed: int = 0):
         if max_objects < 1 or max_objects > len(PALETTE):
             raise ValueError(f"max_objects={max_objects}: expected 1..{len(PALETTE)} (one palette colour each)")
         self.num_videos, self.frames, self.resolution = num_videos, frames, resolution

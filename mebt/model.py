@@ -128,6 +128,11 @@ class MeBT(nn.Module):
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size)
         init_weights(self)
+        # Latents start far apart (std 1, not 0.02). The first cross layer adds the same near-uniform average of
+        # the context to every latent; from a tiny start they would all become that average and learn in lockstep.
+        # Distinct starts let each latent pick its own part of the video early (one A/B run on the tiny preset's
+        # tokens, 8-latent-frame windows: held-out CE 1.57 vs 1.66 nats after 800 steps).
+        nn.init.normal_(self.encoder.latents, std=1.0)
 
     def forward(self, context_tokens: torch.Tensor, context_pos: torch.Tensor,
                 target_pos: torch.Tensor) -> torch.Tensor:

@@ -103,15 +103,19 @@ class VectorQuantizer(nn.Module):
         n = self.cluster_size.sum()
         smoothed = (self.cluster_size + self.eps) / (n + self.codebook_size * self.eps) * n   # (K,)
         self.codebook.copy_(self.embed_sum / smoothed[:, None])
-        self._restart_dead_codes(flat)
+        self._restart_dead_codes(flat, (flat - self.codebook[indices]).pow(2).sum(1))
 
     @torch.no_grad()
-    def _restart_dead_codes(self, flat: torch.Tensor) -> None:
+    def _restart_dead_codes(self, flat: torch.Tensor, errors: torch.Tensor) -> None:
+        """Move every dead code onto an encoder output, drawn with probability proportional to its squared
+        distance from its code (as k-means++ seeds clusters). Uniform draws would mostly pick the commonest
+        content (a flat background is most of every clip), already coded exactly: the code would die again."""
         dead = self.cluster_size < self.dead_code_threshold   # (K,) bool
         n_dead = int(dead.sum())
         if n_dead == 0:
             return
-        picks = flat[torch.randint(flat.shape[0], (n_dead,), device=flat.device)]   # (n_dead, D) random encoder outputs
+        weights = errors + 1e-12 * errors.max().clamp_min(1.0)   # (N,) all-zero errors (a perfect fit) -> uniform
+        picks = flat[torch.multinomial(weights, n_dead, replacement=True)]   # (n_dead, D) badly coded outputs
         if dist.is_available() and dist.is_initialized():
             dist.broadcast(picks, src=0)   # every rank restarts to the same vectors, keeping codebooks identical
         self.codebook[dead] = picks

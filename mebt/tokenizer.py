@@ -4,9 +4,15 @@ A clip (B, 3, T, H, W) in [-1, 1] becomes a grid of codebook indices (B, T/4, H/
 small) or 8 (paper), and back. This is the TATS-style tokenizer of DESIGN.md §6 trained with
 reconstruction (MSE) + commitment only: no perceptual or adversarial losses, which need weights we
 cannot download. Down/up-sampling is done by strided convs whose kernel equals the stride (a learned
-space-to-depth and its transpose), with a 3x3x3 residual block after each: no 3x3x3 conv ever runs at
-full resolution, which makes the tiny preset ~3x faster per step on a CPU than the usual conv_in +
-stride-2 3x3x3 + upsample-and-conv design (slightly lower PSNR per step, much higher per second).
+space-to-depth and its transpose): no 3x3x3 conv ever runs at full resolution, which makes the tiny
+preset ~3x faster per step on a CPU than the usual conv_in + stride-2 3x3x3 + upsample-and-conv design.
+
+The encoder is *local*: each token is a function of its own 4x4x4 (or 4x8x8) patch and nothing else
+(per-position MLPs, per-position norms). So identical patches always get the same token: a flat
+background is one code wherever it appears, and the transformer does not have to learn the many
+context-dependent variants a 3x3x3 conv + GroupNorm encoder gives it (tiny preset, measured: the commonest
+code covers 70% of tokens instead of 3.5%, and the token entropy falls from 4.97 to ~2 nats, with equal
+PSNR). The decoder does mix neighbours (3x3x3 residual blocks), to blend tokens into smooth video.
 Every layer is a convolution, so the tokenizer trains on short clips (16 frames) and encodes
 128-frame clips in one call.
 
@@ -44,17 +50,28 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return 10 * math.log10(4.0 / max(mse, 1e-12))   # floor: identical inputs give 120 dB, not inf
 
 
-def _norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(math.gcd(8, channels), channels)   # 8 groups when the width allows it
-
-
-class ResBlock(nn.Module):
-    """x + conv(SiLU(GN(conv(SiLU(GN(x)))))) at a fixed width and resolution."""
+class ChannelNorm(nn.Module):
+    """LayerNorm over the channels at every (t, h, w) position. Unlike GroupNorm it never mixes positions:
+    the statistics of the rest of the clip (and its length: 16 frames in training, 128 when encoding) cannot
+    change what one position computes."""
 
     def __init__(self, channels: int):
         super().__init__()
-        self.block = nn.Sequential(_norm(channels), nn.SiLU(), nn.Conv3d(channels, channels, 3, padding=1),
-                                   _norm(channels), nn.SiLU(), nn.Conv3d(channels, channels, 3, padding=1))
+        self.norm = nn.LayerNorm(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x.movedim(1, -1)).movedim(-1, 1)   # (B, C, t, h, w) -> channels last and back
+
+
+class ResBlock(nn.Module):
+    """x + conv(SiLU(norm(conv(SiLU(norm(x)))))) at a fixed width and resolution. kernel=3 mixes each position
+    with its neighbours (the decoder, which should blend tokens into smooth video); kernel=1 is a per-position
+    MLP (the encoder, which must keep each token a function of its own patch)."""
+
+    def __init__(self, channels: int, kernel: int = 3):
+        super().__init__()
+        self.block = nn.Sequential(ChannelNorm(channels), nn.SiLU(), nn.Conv3d(channels, channels, kernel, padding=kernel // 2),
+                                   ChannelNorm(channels), nn.SiLU(), nn.Conv3d(channels, channels, kernel, padding=kernel // 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.block(x)
@@ -73,7 +90,8 @@ def stage_strides(temporal: int, spatial: int) -> list[tuple[int, int, int]]:
 class Encoder(nn.Module):
     """Each stage: a strided conv whose kernel equals its stride (a space-to-depth "patchify": every input pixel
     is seen exactly once, no full-resolution 3x3x3 conv, which is what makes this fast on a CPU), then a
-    3x3x3 residual block at the new resolution. Widths: channels, 2*channels, 4*channels, ..."""
+    per-position residual MLP (1x1x1 convs): no layer looks outside the token's own patch.
+    Widths: channels, 2*channels, 4*channels, ..."""
 
     def __init__(self, cfg: TokenizerConfig):
         super().__init__()
@@ -81,8 +99,8 @@ class Encoder(nn.Module):
         widths = [3] + [cfg.channels * 2 ** i for i in range(len(strides))]
         layers: list[nn.Module] = []
         for i, stride in enumerate(strides):
-            layers += [nn.Conv3d(widths[i], widths[i + 1], stride, stride=stride), ResBlock(widths[i + 1])]
-        layers += [_norm(widths[-1]), nn.SiLU(), nn.Conv3d(widths[-1], cfg.code_dim, 1)]   # 1x1x1 projection to codes
+            layers += [nn.Conv3d(widths[i], widths[i + 1], stride, stride=stride), ResBlock(widths[i + 1], kernel=1)]
+        layers += [ChannelNorm(widths[-1]), nn.SiLU(), nn.Conv3d(widths[-1], cfg.code_dim, 1)]   # 1x1x1 projection to codes
         self.net = nn.Sequential(*layers)
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
@@ -100,7 +118,7 @@ class Decoder(nn.Module):
         layers: list[nn.Module] = [nn.Conv3d(cfg.code_dim, widths[-1], 1), ResBlock(widths[-1])]
         for i in reversed(range(1, len(strides))):
             layers += [nn.ConvTranspose3d(widths[i + 1], widths[i], strides[i], stride=strides[i]), ResBlock(widths[i])]
-        layers += [_norm(widths[1]), nn.SiLU(), nn.ConvTranspose3d(widths[1], 3, strides[0], stride=strides[0])]
+        layers += [ChannelNorm(widths[1]), nn.SiLU(), nn.ConvTranspose3d(widths[1], 3, strides[0], stride=strides[0])]
         self.net = nn.Sequential(*layers)
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:

@@ -216,7 +216,7 @@ def test_init_and_optim_groups():
     torch.manual_seed(0)
     model = MeBT(get_preset("tiny").model)
     assert abs(model.head.weight.std().item() - 0.02) < 1e-3 and not model.head.bias.any()
-    assert abs(model.encoder.latents.std().item() - 0.02) < 2e-3
+    assert abs(model.encoder.latents.std().item() - 1.0) < 0.05                  # latents start far apart (model.py)
     decay, rest = model.optim_groups(0.1)
     assert decay["weight_decay"] == 0.1 and rest["weight_decay"] == 0.0
     assert all(p.dim() == 2 for p in decay["params"])
