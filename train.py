@@ -3,7 +3,7 @@
     python train.py                                              # synthetic data, tiny preset (~11 min, 2 idle CPU cores)
     python train.py --tokenizer-steps 30 --transformer-steps 30 --out-dir /tmp/smoke     # a smoke run (~1 min)
     python train.py --resume                                     # continue a run stopped with Ctrl-C
-    python train.py --stage transformer --resume --transformer-steps 3000                # train the transformer longer
+    python train.py --stage transformer --resume --transformer-steps 6000                # train the transformer longer
     python train.py --dataset skytimelapse --data-dir /data/sky_timelapse --preset small --out-dir out_sky
     torchrun --nproc_per_node=8 train.py --preset paper --data-dir /data/sky_timelapse --dtype bf16 --out-dir out_paper
     python sample.py --ckpt out/mebt.pt                          # then sample from the trained model

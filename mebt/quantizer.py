@@ -103,10 +103,10 @@ class VectorQuantizer(nn.Module):
         n = self.cluster_size.sum()
         smoothed = (self.cluster_size + self.eps) / (n + self.codebook_size * self.eps) * n   # (K,)
         self.codebook.copy_(self.embed_sum / smoothed[:, None])
-        self._restart_dead_codes(flat, (flat - self.codebook[indices]).pow(2).sum(1))
+        self._restart_dead_codes(flat, indices)
 
     @torch.no_grad()
-    def _restart_dead_codes(self, flat: torch.Tensor, errors: torch.Tensor) -> None:
+    def _restart_dead_codes(self, flat: torch.Tensor, indices: torch.Tensor) -> None:
         """Move every dead code onto an encoder output, drawn with probability proportional to its squared
         distance from its code (as k-means++ seeds clusters). Uniform draws would mostly pick the commonest
         content (a flat background is most of every clip), already coded exactly: the code would die again."""
@@ -114,6 +114,7 @@ class VectorQuantizer(nn.Module):
         n_dead = int(dead.sum())
         if n_dead == 0:
             return
+        errors = (flat - self.codebook[indices]).pow(2).sum(1)   # (N,) squared distance to the (updated) code
         weights = errors + 1e-12 * errors.max().clamp_min(1.0)   # (N,) all-zero errors (a perfect fit) -> uniform
         picks = flat[torch.multinomial(weights, n_dead, replacement=True)]   # (n_dead, D) badly coded outputs
         if dist.is_available() and dist.is_initialized():
