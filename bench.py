@@ -373,7 +373,11 @@ def run_quality(args, device: torch.device) -> dict:
     heldout = build_dataset(cfg.data, "eval")
     if not 1 <= args.num_videos <= len(heldout):
         raise ValueError(f"--num-videos {args.num_videos}: expected 1..{len(heldout)} (data.num_eval_videos)")
-    decoding = dict(steps=cfg.train.sample_steps, context_temperature=cfg.train.sample_context_temperature)
+    _, h, w = cfg.model.grid
+    fewest_unknown = (WINDOW // cfg.tokenizer.temporal_downsample - CARRY) * h * w   # a sliding window's new tokens
+    # the checkpoint's own sampling settings, for both models
+    decoding = dict(steps=cfg.train.sample_steps, context_temperature=cfg.train.sample_context_temperature,
+                    bootstrap=min(cfg.train.sample_bootstrap, fewest_unknown))
     results = dict(checkpoint=os.path.abspath(args.ckpt), steps=payload["step"], num_videos=args.num_videos,
                    frames=cfg.data.frames, window=WINDOW, decoding=decoding, seconds={})
 

@@ -5,7 +5,7 @@ trained on (the tokenizer.pt beside it, else the path it recorded; its weights m
 
     python sample.py --ckpt out/mebt.pt                                      # 8 full-length samples -> out/samples/sample.gif
     python sample.py --ckpt out/mebt.pt --num-samples 4 --frames 32 --steps 16 --seed 1 --out /tmp/short.gif
-    python sample.py --ckpt out/mebt.pt --top-k 32 --bootstrap 64 --revise 2  # the authors' 128-frame settings
+    python sample.py --ckpt out/mebt.pt --top-k 32 --bootstrap 64 --revise 2 --context-temperature 4  # the authors'
     python sample.py --ckpt out/mebt.pt --prime clip.gif --prime-frames 16   # continue the first 16 frames of a video
     python sample.py --ckpt out/mebt.pt --out out/samples/sample.mp4         # MP4 needs `pip install imageio-ffmpeg`
 
@@ -60,9 +60,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "default: the whole codebook")
     p.add_argument("--context-temperature", type=float, default=None,
                    help="Gumbel noise on which tokens are kept each step, annealed to 0 (paper: 4 at 128 frames, "
-                        "8 at 16); higher = more diverse. Default: the value stored in the checkpoint's config")
-    p.add_argument("--bootstrap", type=int, default=0,
-                   help="reveal this many random tokens one per model call before the main loop (authors: 64)")
+                        "8 at 16); higher = closer to random order, more diverse. Low values keep the likeliest token "
+                        "(often the background) first and can leave videos empty. Default: the checkpoint's config")
+    p.add_argument("--bootstrap", type=int, default=None,
+                   help="reveal this many random tokens one per model call before the main loop (authors: 64); "
+                        "more gives more consistent videos, slower. Default: the checkpoint's config")
     p.add_argument("--revise", type=int, default=0,
                    help="draft-and-revise rounds after decoding, two model calls each (authors: 2); fixes "
                         "inconsistent tokens")
@@ -203,13 +205,17 @@ def sample(args: argparse.Namespace) -> Samples:
         prime = prime_tokens(args, tokenizer, cfg.data.resolution, frames, device)   # (1, k, h, w)
         given = torch.full((B, N), -1, dtype=torch.long, device=device)              # (B, N) -1 = generate
         given[:, :prime.numel()] = prime.flatten()   # the first k latent frames are the first k*h*w flat positions
+    # decoding settings the flags leave open come from the checkpoint's config (what train.py sampled with)
     context_temperature = (cfg.train.sample_context_temperature if args.context_temperature is None
                            else args.context_temperature)
+    # at most every unknown token (a short --frames or a long --prime leaves fewer than the config's count)
+    bootstrap = min(cfg.train.sample_bootstrap if args.bootstrap is None else args.bootstrap,
+                    N - (0 if given is None else prime.numel()))
     print(f"decoding {B} sample(s) of {frames} frames = {grid[0]}x{h}x{w} tokens in {args.steps} steps on {device}")
     start = time.time()
     generator = torch.Generator(device).manual_seed(args.seed)   # all of decoding's randomness: reproducible
     tokens = decode(model, B, grid, steps=args.steps, temperature=args.temperature, top_k=args.top_k,
-                    context_temperature=context_temperature, bootstrap=args.bootstrap, revise=args.revise,
+                    context_temperature=context_temperature, bootstrap=bootstrap, revise=args.revise,
                     given=given, generator=generator, device=device, progress=True)   # (B, t, h, w)
     videos = tokenizer.decode(tokens)   # (B, 3, T, H, W)
     if device.type == "cuda":

@@ -1,9 +1,9 @@
 """Train MeBT end to end: tokenizer -> token cache -> transformer -> samples, all under --out-dir.
 
-    python train.py                                              # synthetic data, tiny preset (~11 min, 2 idle CPU cores)
+    python train.py                                              # synthetic data, tiny preset (~13 min, 2 idle CPU cores)
     python train.py --tokenizer-steps 30 --transformer-steps 30 --out-dir /tmp/smoke     # a smoke run (~1 min)
     python train.py --resume                                     # continue a run stopped with Ctrl-C
-    python train.py --stage transformer --resume --transformer-steps 6000                # train the transformer longer
+    python train.py --stage transformer --resume --transformer-steps 7000                # train the transformer longer
     python train.py --dataset skytimelapse --data-dir /data/sky_timelapse --preset small --out-dir out_sky
     torchrun --nproc_per_node=8 train.py --preset paper --data-dir /data/sky_timelapse --dtype bf16 --out-dir out_paper
     python sample.py --ckpt out/mebt.pt                          # then sample from the trained model
@@ -40,7 +40,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "lists; a sky_test/ or test.txt beside it is the held-out split")
     p.add_argument("--out-dir", default="out", help="every checkpoint, log and sample of the run goes here (default: out)")
     p.add_argument("--preset", choices=list(PRESETS), default="tiny",
-                   help="tiny (default): 32x32x128 on a CPU in ~11 min; small: 64x64 on one GPU, hours; paper: the paper-scale 336M-parameter model")
+                   help="tiny (default): 32x32x128 on a CPU in ~13 min; small: 64x64 on one GPU, hours; paper: the paper-scale 336M-parameter model")
     p.add_argument("--stage", choices=["tokenizer", "transformer", "all"], default="all",
                    help="all (default) = tokenizer, token cache, transformer, samples; transformer needs OUT/tokenizer.pt")
     p.add_argument("--frames", type=int, default=None,
@@ -50,7 +50,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--tokenizer-steps", type=int, default=None,
                    help="tokenizer training steps (tiny: 1500, about 1 min on 2 CPU cores); PSNR keeps improving slowly after that")
     p.add_argument("--transformer-steps", type=int, default=None,
-                   help="transformer training steps (tiny: 3000); the curriculum and LR schedule stretch to fit")
+                   help="transformer training steps (tiny: 3500); the curriculum and LR schedule stretch to fit")
     p.add_argument("--batch-size", type=int, default=None,
                    help="transformer clips per step and process (the tokenizer keeps the preset's); lower it if you "
                         "run out of memory, and lower --lr with it; the tiny preset trains fine at 8")

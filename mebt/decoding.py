@@ -8,6 +8,12 @@ one at a time first) and *draft-and-revise* (resample random halves given the ot
 Given tokens (e.g. the first frames) sit in the context from the start: prediction, interpolation
 and in-filling are the same loop.
 
+Which order? With a small context temperature the loop keeps the likeliest tokens first. When one token
+dominates (a flat background: 70% of our synthetic tokens) that is the background everywhere, and the few
+places left for objects are scattered holes: samples come out nearly empty. A large context temperature
+(the tiny preset uses 1000) makes the order random: the model was trained on random masks, and a perfect
+model revealing one token per step would then draw exact samples.
+
 Try it (an untrained model, so the tokens are noise; it shows the loop runs):
     python -c "import torch; from mebt.config import ModelConfig; from mebt.model import MeBT; \
 from mebt.decoding import decode; cfg = ModelConfig(grid=(4, 8, 8)); \

@@ -99,7 +99,9 @@ def write_samples(model: MeBT, tokenizer, cfg: Config, samples_dir: str, name: s
     """Decode NUM_SAMPLES full-length videos; write <name>.gif and a <name>.png filmstrip; return the GIF path."""
     generator = torch.Generator(device).manual_seed(SAMPLE_SEED)
     videos = generate_videos(model, tokenizer, NUM_SAMPLES, steps=cfg.train.sample_steps,
-                             context_temperature=cfg.train.sample_context_temperature, generator=generator)
+                             context_temperature=cfg.train.sample_context_temperature,
+                             bootstrap=min(cfg.train.sample_bootstrap, math.prod(cfg.model.grid)),
+                             generator=generator)
     gif = os.path.join(samples_dir, f"{name}.gif")
     save_video(gif, videos)                                                        # (B, 3, T, H, W) as a grid
     save_filmstrip(os.path.join(samples_dir, f"{name}.png"), videos, every=max(1, videos.shape[2] // 16))

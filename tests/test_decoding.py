@@ -112,6 +112,19 @@ def test_most_confident_targets_are_kept_first():
     assert (history[0].diff() <= 0).all() and history[0, 0] > history[0, -1]
 
 
+def test_random_order_keeps_the_model_frequencies_and_confidence_order_squeezes_out_rare_tokens():
+    # a context-free model: every position is "background" (token 0) with p = 0.7, else one of 3 object tokens.
+    # A correct sampler gives 30% object tokens. Keeping the most confident samples first commits background
+    # everywhere and leaves objects only the last few holes: the bias that emptied our videos at tau_0 = 4.
+    table = torch.tensor([0.7, 0.1, 0.1, 0.1]).log().expand(256, 4).clone()
+    def object_fraction(context_temperature):
+        tokens = decode(TableModel(table), 8, (4, 8, 8), steps=8, context_temperature=context_temperature,
+                        generator=torch.Generator().manual_seed(0))
+        return (tokens != 0).float().mean().item()                     # over 8 * 256 = 2048 tokens
+    assert abs(object_fraction(1000.0) - 0.3) < 0.03                   # binomial sd ~0.01
+    assert object_fraction(4.0) < 0.2 and object_fraction(0.0) < 0.1
+
+
 def test_fixed_seed_reproduces_a_sample():
     table = torch.zeros(24, 32)                                        # uniform logits: all randomness is ours
     run = lambda seed: decode(TableModel(table), 2, (2, 3, 4), steps=4, bootstrap=2, revise=1,
