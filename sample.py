@@ -208,9 +208,12 @@ def sample(args: argparse.Namespace) -> Samples:
     # decoding settings the flags leave open come from the checkpoint's config (what train.py sampled with)
     context_temperature = (cfg.train.sample_context_temperature if args.context_temperature is None
                            else args.context_temperature)
-    # at most every unknown token (a short --frames or a long --prime leaves fewer than the config's count)
-    bootstrap = min(cfg.train.sample_bootstrap if args.bootstrap is None else args.bootstrap,
-                    N - (0 if given is None else prime.numel()))
+    # the config's count is capped at the tokens left to generate (a short --frames or a long --prime leaves
+    # fewer); an explicit --bootstrap must fit
+    unknown = N - (0 if given is None else prime.numel())
+    if args.bootstrap is not None and args.bootstrap > unknown:
+        raise ValueError(f"--bootstrap {args.bootstrap}: expected at most {unknown}, the tokens left to generate")
+    bootstrap = min(cfg.train.sample_bootstrap, unknown) if args.bootstrap is None else args.bootstrap
     print(f"decoding {B} sample(s) of {frames} frames = {grid[0]}x{h}x{w} tokens in {args.steps} steps on {device}")
     start = time.time()
     generator = torch.Generator(device).manual_seed(args.seed)   # all of decoding's randomness: reproducible
