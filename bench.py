@@ -377,7 +377,8 @@ def run_quality(args, device: torch.device) -> dict:
     fewest_unknown = (WINDOW // cfg.tokenizer.temporal_downsample - CARRY) * h * w   # a sliding window's new tokens
     # the checkpoint's own sampling settings, for both models
     decoding = dict(steps=cfg.train.sample_steps, context_temperature=cfg.train.sample_context_temperature,
-                    bootstrap=min(cfg.train.sample_bootstrap, fewest_unknown))
+                    bootstrap=min(cfg.train.sample_bootstrap, fewest_unknown), revise=cfg.train.sample_revise,
+                    revise_temperature=cfg.train.sample_revise_temperature)
     results = dict(checkpoint=os.path.abspath(args.ckpt), steps=payload["step"], num_videos=args.num_videos,
                    frames=cfg.data.frames, window=WINDOW, decoding=decoding, seconds={})
 

@@ -5,7 +5,7 @@ trained on (the tokenizer.pt beside it, else the path it recorded; its weights m
 
     python sample.py --ckpt out/mebt.pt                                      # 8 full-length samples -> out/samples/sample.gif
     python sample.py --ckpt out/mebt.pt --num-samples 4 --frames 32 --steps 16 --seed 1 --out /tmp/short.gif
-    python sample.py --ckpt out/mebt.pt --top-k 32 --bootstrap 64 --revise 2 --context-temperature 4  # the authors'
+    python sample.py --ckpt out/mebt.pt --top-k 32 --bootstrap 64 --revise 2 --revise-temperature 0.7 --context-temperature 4
     python sample.py --ckpt out/mebt.pt --prime clip.gif --prime-frames 16   # continue the first 16 frames of a video
     python sample.py --ckpt out/mebt.pt --out out/samples/sample.mp4         # MP4 needs `pip install imageio-ffmpeg`
 
@@ -65,9 +65,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--bootstrap", type=int, default=None,
                    help="reveal this many random tokens one per model call before the main loop (authors: 64); "
                         "more gives more consistent videos, slower. Default: the checkpoint's config")
-    p.add_argument("--revise", type=int, default=0,
+    p.add_argument("--revise", type=int, default=None,
                    help="draft-and-revise rounds after decoding, two model calls each (authors: 2); fixes "
-                        "inconsistent tokens")
+                        "inconsistent tokens. Default: the checkpoint's config")
+    p.add_argument("--revise-temperature", type=float, default=None,
+                   help="sampling temperature of the revise passes (authors: 0.7); below 1 favours the commonest "
+                        "token, on our synthetic data the background. Default: the checkpoint's config")
     p.add_argument("--seed", type=int, default=0, help="same seed + flags + checkpoint = the same videos")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--prime", default=None,
@@ -89,7 +92,7 @@ def check_args(args: argparse.Namespace) -> None:
         value = getattr(args, flag)
         if value is not None and value < minimum:
             raise ValueError(f"--{flag.replace('_', '-')} {value}: expected at least {minimum}")
-    for flag in ("temperature", "context_temperature"):
+    for flag in ("temperature", "context_temperature", "revise_temperature"):
         if getattr(args, flag) is not None and getattr(args, flag) < 0:
             raise ValueError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: expected >= 0")
     if (args.prime is None) != (args.prime_frames is None):
@@ -214,11 +217,15 @@ def sample(args: argparse.Namespace) -> Samples:
     if args.bootstrap is not None and args.bootstrap > unknown:
         raise ValueError(f"--bootstrap {args.bootstrap}: expected at most {unknown}, the tokens left to generate")
     bootstrap = min(cfg.train.sample_bootstrap, unknown) if args.bootstrap is None else args.bootstrap
+    revise = cfg.train.sample_revise if args.revise is None else args.revise
+    revise_temperature = (cfg.train.sample_revise_temperature if args.revise_temperature is None
+                          else args.revise_temperature)
     print(f"decoding {B} sample(s) of {frames} frames = {grid[0]}x{h}x{w} tokens in {args.steps} steps on {device}")
     start = time.time()
     generator = torch.Generator(device).manual_seed(args.seed)   # all of decoding's randomness: reproducible
     tokens = decode(model, B, grid, steps=args.steps, temperature=args.temperature, top_k=args.top_k,
-                    context_temperature=context_temperature, bootstrap=bootstrap, revise=args.revise,
+                    context_temperature=context_temperature, bootstrap=bootstrap, revise=revise,
+                    revise_temperature=revise_temperature,
                     given=given, generator=generator, device=device, progress=True)   # (B, t, h, w)
     videos = tokenizer.decode(tokens)   # (B, 3, T, H, W)
     if device.type == "cuda":

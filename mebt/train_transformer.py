@@ -101,6 +101,7 @@ def write_samples(model: MeBT, tokenizer, cfg: Config, samples_dir: str, name: s
     videos = generate_videos(model, tokenizer, NUM_SAMPLES, steps=cfg.train.sample_steps,
                              context_temperature=cfg.train.sample_context_temperature,
                              bootstrap=min(cfg.train.sample_bootstrap, math.prod(cfg.model.grid)),
+                             revise=cfg.train.sample_revise, revise_temperature=cfg.train.sample_revise_temperature,
                              generator=generator)
     gif = os.path.join(samples_dir, f"{name}.gif")
     save_video(gif, videos)                                                        # (B, 3, T, H, W) as a grid
