@@ -52,7 +52,7 @@ from mebt.data import build_dataset
 from mebt.decoding import cosine_schedule, decode
 from mebt.distributed import Dist
 from mebt.model import MeBT, masked_token_loss
-from mebt.pipeline import generate_videos, load_mebt, load_tokenizer_for
+from mebt.pipeline import generate_videos, load_mebt, load_tokenizer_for, sampling_settings
 from mebt.profiling import count_train_step, masked_batch, sequence_batch
 from mebt.train_transformer import heldout_cross_entropy, train_transformer
 
@@ -375,10 +375,7 @@ def run_quality(args, device: torch.device) -> dict:
         raise ValueError(f"--num-videos {args.num_videos}: expected 1..{len(heldout)} (data.num_eval_videos)")
     _, h, w = cfg.model.grid
     fewest_unknown = (WINDOW // cfg.tokenizer.temporal_downsample - CARRY) * h * w   # a sliding window's new tokens
-    # the checkpoint's own sampling settings, for both models
-    decoding = dict(steps=cfg.train.sample_steps, context_temperature=cfg.train.sample_context_temperature,
-                    bootstrap=min(cfg.train.sample_bootstrap, fewest_unknown), revise=cfg.train.sample_revise,
-                    revise_temperature=cfg.train.sample_revise_temperature)
+    decoding = sampling_settings(cfg.train, fewest_unknown)   # the checkpoint's own settings, for both models
     results = dict(checkpoint=os.path.abspath(args.ckpt), steps=payload["step"], num_videos=args.num_videos,
                    frames=cfg.data.frames, window=WINDOW, decoding=decoding, seconds={})
 

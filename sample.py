@@ -25,7 +25,7 @@ from typing import NamedTuple
 import torch
 
 from mebt.decoding import decode
-from mebt.pipeline import check_tokenizer_matches, load_mebt, load_tokenizer
+from mebt.pipeline import check_tokenizer_matches, load_mebt, load_tokenizer, sampling_settings
 from mebt.video_io import read_video, save_filmstrip, save_video
 
 FPS = 8                  # playback speed of the written grid
@@ -208,25 +208,20 @@ def sample(args: argparse.Namespace) -> Samples:
         prime = prime_tokens(args, tokenizer, cfg.data.resolution, frames, device)   # (1, k, h, w)
         given = torch.full((B, N), -1, dtype=torch.long, device=device)              # (B, N) -1 = generate
         given[:, :prime.numel()] = prime.flatten()   # the first k latent frames are the first k*h*w flat positions
-    # decoding settings the flags leave open come from the checkpoint's config (what train.py sampled with)
-    context_temperature = (cfg.train.sample_context_temperature if args.context_temperature is None
-                           else args.context_temperature)
-    # the config's count is capped at the tokens left to generate (a short --frames or a long --prime leaves
-    # fewer); an explicit --bootstrap must fit
+    # decoding settings the flags leave open come from the checkpoint's config (what train.py sampled with);
+    # its bootstrap count is capped at the tokens left to generate, an explicit --bootstrap must fit
     unknown = N - (0 if given is None else prime.numel())
     if args.bootstrap is not None and args.bootstrap > unknown:
         raise ValueError(f"--bootstrap {args.bootstrap}: expected at most {unknown}, the tokens left to generate")
-    bootstrap = min(cfg.train.sample_bootstrap, unknown) if args.bootstrap is None else args.bootstrap
-    revise = cfg.train.sample_revise if args.revise is None else args.revise
-    revise_temperature = (cfg.train.sample_revise_temperature if args.revise_temperature is None
-                          else args.revise_temperature)
+    settings = sampling_settings(cfg.train, unknown)
+    flags = dict(steps=args.steps, context_temperature=args.context_temperature, bootstrap=args.bootstrap,
+                 revise=args.revise, revise_temperature=args.revise_temperature)
+    settings.update({name: value for name, value in flags.items() if value is not None})
     print(f"decoding {B} sample(s) of {frames} frames = {grid[0]}x{h}x{w} tokens in {args.steps} steps on {device}")
     start = time.time()
     generator = torch.Generator(device).manual_seed(args.seed)   # all of decoding's randomness: reproducible
-    tokens = decode(model, B, grid, steps=args.steps, temperature=args.temperature, top_k=args.top_k,
-                    context_temperature=context_temperature, bootstrap=bootstrap, revise=revise,
-                    revise_temperature=revise_temperature,
-                    given=given, generator=generator, device=device, progress=True)   # (B, t, h, w)
+    tokens = decode(model, B, grid, temperature=args.temperature, top_k=args.top_k, given=given, generator=generator,
+                    device=device, progress=True, **settings)   # (B, t, h, w)
     videos = tokenizer.decode(tokens)   # (B, 3, T, H, W)
     if device.type == "cuda":
         torch.cuda.synchronize(device)   # kernels run asynchronously: wait for them before reading the clock

@@ -20,7 +20,7 @@ import time
 import torch
 
 from mebt.checkpoint import fingerprint, load_checkpoint
-from mebt.config import Config
+from mebt.config import Config, TrainConfig
 from mebt.decoding import decode
 from mebt.model import MeBT
 from mebt.tokenizer import VQTokenizer
@@ -132,6 +132,15 @@ def load_tokenizer_for(mebt_payload: dict, mebt_path: str, device) -> tuple[VQTo
 
 
 # ------------------------------------------------------------------------------------------------ sampling
+
+def sampling_settings(tc: TrainConfig, unknown: int) -> dict:
+    """The decoding settings a config stores (what train.py samples with), as keyword arguments of decode().
+
+    unknown: the number of tokens left to generate; the bootstrap count is capped at it (short clips, primes)."""
+    return dict(steps=tc.sample_steps, context_temperature=tc.sample_context_temperature,
+                bootstrap=min(tc.sample_bootstrap, unknown), revise=tc.sample_revise,
+                revise_temperature=tc.sample_revise_temperature)
+
 
 @torch.no_grad()
 def generate_videos(model: torch.nn.Module, tokenizer: VQTokenizer, num_samples: int, frames: int | None = None,

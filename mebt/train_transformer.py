@@ -29,7 +29,7 @@ from mebt.distributed import (Dist, GracefulStop, Stopped, any_rank, barrier, rn
 from mebt.masking import sample_split
 from mebt.model import MeBT, masked_token_loss
 from mebt.pipeline import (LossNotFinite, MetricsLog, RunPaths, autocast, check_tokenizer_matches, generate_videos,
-                           load_tokenizer, refuse_overwrite)
+                           load_tokenizer, refuse_overwrite, sampling_settings)
 from mebt.token_cache import KIND as CACHE_KIND
 from mebt.token_cache import build_or_load
 from mebt.video_io import save_filmstrip, save_video
@@ -98,11 +98,8 @@ def heldout_cross_entropy(model: MeBT, tokens: torch.Tensor, cfg: Config, dtype:
 def write_samples(model: MeBT, tokenizer, cfg: Config, samples_dir: str, name: str, device) -> str:
     """Decode NUM_SAMPLES full-length videos; write <name>.gif and a <name>.png filmstrip; return the GIF path."""
     generator = torch.Generator(device).manual_seed(SAMPLE_SEED)
-    videos = generate_videos(model, tokenizer, NUM_SAMPLES, steps=cfg.train.sample_steps,
-                             context_temperature=cfg.train.sample_context_temperature,
-                             bootstrap=min(cfg.train.sample_bootstrap, math.prod(cfg.model.grid)),
-                             revise=cfg.train.sample_revise, revise_temperature=cfg.train.sample_revise_temperature,
-                             generator=generator)
+    videos = generate_videos(model, tokenizer, NUM_SAMPLES, generator=generator,
+                             **sampling_settings(cfg.train, math.prod(cfg.model.grid)))
     gif = os.path.join(samples_dir, f"{name}.gif")
     save_video(gif, videos)                                                        # (B, 3, T, H, W) as a grid
     save_filmstrip(os.path.join(samples_dir, f"{name}.png"), videos, every=max(1, videos.shape[2] // 16))
