@@ -26,6 +26,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from mebt.config import DataConfig
+
 # Six saturated colours, far from each other (RGB distance >= 156) and from the dull background (>= 134).
 PALETTE = np.array([
     [230, 30, 30],     # red
@@ -128,7 +130,8 @@ def render(truth: VideoTruth) -> torch.Tensor:
     return torch.from_numpy(video)
 
 
-def make_synthetic_video(seed, frames: int, resolution: int, max_objects: int = 2) -> tuple[torch.Tensor, VideoTruth]:
+def make_synthetic_video(seed, frames: int, resolution: int,
+                         max_objects: int = DataConfig.max_objects) -> tuple[torch.Tensor, VideoTruth]:
     """One synthetic video and its truth. `seed` is an int or a tuple of ints (e.g. (dataset_seed, index))."""
     if max_objects < 1 or max_objects > len(PALETTE):
         raise ValueError(f"max_objects={max_objects}: expected 1..{len(PALETTE)} (one palette colour each)")
@@ -139,7 +142,8 @@ def make_synthetic_video(seed, frames: int, resolution: int, max_objects: int = 
 class SyntheticVideos(Dataset):
     """`num_videos` synthetic videos; video i depends only on (seed, i), so any subset can be regenerated."""
 
-    def __init__(self, num_videos: int, frames: int, resolution: int, max_objects: int = 2, seed: int = 0):
+    def __init__(self, num_videos: int, frames: int, resolution: int, max_objects: int = DataConfig.max_objects,
+                 seed: int = 0):
         if max_objects < 1 or max_objects > len(PALETTE):
             raise ValueError(f"max_objects={max_objects}: expected 1..{len(PALETTE)} (one palette colour each)")
         self.num_videos, self.frames, self.resolution = num_videos, frames, resolution
@@ -323,7 +327,6 @@ def build_dataset(data_cfg, split: str, data_dir: str | None = None) -> Dataset:
 
 
 if __name__ == "__main__":
-    from mebt.config import DataConfig
     cfg = DataConfig()
     start = time.perf_counter()
     for i in range(1000):                                           # generated and dropped: 1000 would take 1.5 GB
