@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import bench
+from benchmarks import common, efficiency, quality
 from mebt.config import ModelConfig
 from mebt.data import make_synthetic_video, render
 
@@ -20,13 +21,13 @@ KEYS = {"model", "width", "frames", "tokens", "train_flops", "train_saved_bytes"
 
 def test_efficiency_writes_rows_with_linear_mebt_and_quadratic_materialised(tmp_path, monkeypatch):
     # keep the test short: time only the 16-frame shapes, once each; 64 frames are counted on meta
-    monkeypatch.setattr(bench, "QUICK_FRAMES", 16)
-    monkeypatch.setattr(bench, "REPEATS", 1)
-    bench.run_efficiency(["tiny"], [16, 64], torch.device("cpu"), quick=True, out_dir=str(tmp_path))
+    monkeypatch.setattr(efficiency, "QUICK_FRAMES", 16)
+    monkeypatch.setattr(common, "REPEATS", 1)
+    efficiency.run_efficiency(["tiny"], [16, 64], torch.device("cpu"), quick=True, out_dir=str(tmp_path))
     rows = json.loads((tmp_path / "efficiency-cpu.json").read_text())
     assert (tmp_path / "efficiency-cpu.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted((r["model"], r["frames"]) for r in rows) == sorted(
-        (m, f) for m in bench.MODELS for f in (16, 64))
+        (m, f) for m in efficiency.MODELS for f in (16, 64))
     by = {(r["model"], r["frames"]): r for r in rows}
     for r in rows:
         assert KEYS <= set(r), f"missing keys {KEYS - set(r)}"
@@ -38,9 +39,9 @@ def test_efficiency_writes_rows_with_linear_mebt_and_quadratic_materialised(tmp_
         else:
             assert r["train_step_s"] is None and r["generate_s"] is None
             assert r["note"].startswith("counted, not timed") and r["counted_on"] == "meta"
-    assert by[("mebt", 16)]["generate_calls"] == bench.DECODE_STEPS and by[("ar", 16)]["generate_calls"] == 256
+    assert by[("mebt", 16)]["generate_calls"] == efficiency.DECODE_STEPS and by[("ar", 16)]["generate_calls"] == 256
     # 4x the frames: MeBT's activations grow at most linearly, materialised attention's well beyond
-    growth = {m: by[(m, 64)]["train_saved_bytes"] / by[(m, 16)]["train_saved_bytes"] for m in bench.MODELS}
+    growth = {m: by[(m, 64)]["train_saved_bytes"] / by[(m, 16)]["train_saved_bytes"] for m in efficiency.MODELS}
     assert growth["mebt"] <= 4 * 1.05, growth
     assert growth["full-materialised"] >= 1.5 * 4, growth
     assert by[("full-materialised", 64)]["train_saved_bytes"] > 10 * by[("mebt", 64)]["train_saved_bytes"]
@@ -52,7 +53,7 @@ def test_ratio_lines_compare_each_baseline_with_mebt():
                     train_step_s=step, generate_s=None)
     rows = [row("mebt", 16, 10, 100, 1.0), row("full", 16, 30, 500, 2.5), row("mebt", 128, 80, 800),
             row("full", 128, 240, 4000)]
-    lines = "\n".join(bench.ratio_lines(rows))
+    lines = "\n".join(efficiency.ratio_lines(rows))
     assert "full               tiny    16 frames: memory x3.00, FLOPs x5.00, step time x2.50" in lines
     assert "mebt               tiny  16->128 frames (linear x8): memory x8.00, FLOPs x8.00" in lines
 
@@ -66,17 +67,17 @@ def without_first_object(truth):
 def test_window_scores_average_per_window_over_videos():
     (a, truth_a), (b, truth_b) = (make_synthetic_video(seed, frames=128, resolution=32) for seed in (18, 22))
     for references in (None, [truth_a, truth_b]):   # own first frame, or the true objects
-        clean = bench.window_scores([a, b], references)
+        clean = quality.window_scores([a, b], references)
         assert clean["persistence"] == [1.0] * 8 and clean["persistence_mean"] == 1.0
         assert clean["videos_fully_persistent"] == 1.0 and clean["videos_without_objects"] == 0.0
         assert clean["reference_objects"] == (len(truth_a.colours) + len(truth_b.colours)) / 2
     assert clean["motion"] == [1.0] * 8          # video 0 has no judged move in windows 1, 5, 7: video 1's count alone
     removed = b.clone()
     removed[:, 64:] = render(without_first_object(truth_b))[:, 64:]   # video 1 loses an object at frame 64
-    scores = bench.window_scores(torch.stack([a, removed]))
+    scores = quality.window_scores(torch.stack([a, removed]))
     assert scores["persistence"] == [1.0] * 4 + [0.5] * 4
     assert scores["persistence_mean"] == 0.75 and scores["videos_fully_persistent"] == 0.5
-    alone = bench.window_scores([a])
+    alone = quality.window_scores([a])
     assert alone["motion"][4] is None             # nothing judged there: JSON null, not NaN
     json.dumps(alone, allow_nan=False)
 
@@ -86,10 +87,10 @@ def test_a_video_without_objects_keeps_nothing():
     none = slice(0, 0)
     empty = render(replace(truth, positions=truth.positions[:, none], velocities=truth.velocities[none],
                            colours=truth.colours[none], shapes=truth.shapes[none], radius=truth.radius[none]))
-    scores = bench.window_scores([video, empty])
+    scores = quality.window_scores([video, empty])
     assert scores["persistence"] == [0.5, 0.5] and scores["videos_without_objects"] == 0.5
     # judged against the true objects, the empty video fails as well
-    assert bench.window_scores([empty], [truth])["persistence"] == [0.0, 0.0]
+    assert quality.window_scores([empty], [truth])["persistence"] == [0.0, 0.0]
 
 
 class CopyTwoBackPlusOne(nn.Module):
@@ -113,13 +114,13 @@ class CopyTwoBackPlusOne(nn.Module):
 def test_sliding_window_extends_from_the_previous_frames():
     model = CopyTwoBackPlusOne((4, 2, 3))
     g = torch.Generator().manual_seed(0)
-    tokens = bench.sliding_window_tokens(model, 2, 9, generator=g, steps=4)   # 4 + 2 + 2 + 2 frames, cut to 9
+    tokens = quality.sliding_window_tokens(model, 2, 9, generator=g, steps=4)   # 4 + 2 + 2 + 2 frames, cut to 9
     assert tokens.shape == (2, 9, 2, 3)
     # every frame after the first window was generated given the two frames before it, at the right offset
     for f in range(4, 9):
         assert torch.equal(tokens[:, f], (tokens[:, f - 2] + 1) % 16), f"latent frame {f}"
     with pytest.raises(ValueError, match="more than 2 latent frames"):
-        bench.sliding_window_tokens(CopyTwoBackPlusOne((2, 2, 3)), 1, 8)
+        quality.sliding_window_tokens(CopyTwoBackPlusOne((2, 2, 3)), 1, 8)
 
 
 @pytest.mark.parametrize("argv, match", [
