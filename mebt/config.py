@@ -44,7 +44,8 @@ class TokenizerConfig:
 @dataclass
 class ModelConfig:
     vocab_size: int = 256                          # must equal TokenizerConfig.codebook_size
-    grid: tuple[int, int, int] = (32, 8, 8)        # (t, h, w): largest token grid; sizes the positional tables
+    grid: tuple[int, int, int] = (32, 8, 8)        # (t, h, w): largest token grid; sizes the positional tables.
+                                                   # A t below the clip's makes a window model (see train_transformer)
     d_model: int = 128                             # width of every stream (latents, context, targets)
     n_heads: int = 4                               # attention heads; d_model must be divisible by it
     n_latents: int = 32                            # L: the bottleneck size; cost is O(N * L)
@@ -118,8 +119,11 @@ class Config:
             raise ValueError(f"data.resolution={d.resolution} must be a multiple of tokenizer.spatial_downsample={tk.spatial_downsample}")
         if m.vocab_size != tk.codebook_size:
             raise ValueError(f"model.vocab_size={m.vocab_size} must equal tokenizer.codebook_size={tk.codebook_size}")
-        if tuple(m.grid) != self.token_grid:
-            raise ValueError(f"model.grid={tuple(m.grid)} must equal the clip's token grid {self.token_grid}")
+        t, h, w = self.token_grid
+        if tuple(m.grid[1:]) != (h, w) or not 1 <= m.grid[0] <= t:
+            # a shorter grid is a window model (the sliding-window baseline): it trains on random windows of the clip
+            raise ValueError(f"model.grid={tuple(m.grid)} must be the clip's token grid {self.token_grid}, "
+                             f"or (t' <= {t}, {h}, {w}) for a model of windows of t' latent frames")
         if m.d_model % m.n_heads:
             raise ValueError(f"model.d_model={m.d_model} must be divisible by model.n_heads={m.n_heads}")
         if m.mask_schedule not in ("uniform", "cosine"):

@@ -106,6 +106,29 @@ def write_samples(model: MeBT, tokenizer, cfg: Config, samples_dir: str, name: s
     return gif
 
 
+def training_batch(cache: torch.Tensor, step: int, schedule: Curriculum, cfg: Config, generator: torch.Generator):
+    """One step's data: random cached clips, the curriculum's window of each, and a random context/target split.
+
+    cache: (num_clips, t_clip, h, w) tokens. A model whose grid is as long as the clip (MeBT) sees each window at
+    its absolute positions (the curriculum keeps them, as the authors do). A model with a shorter grid (t' latent
+    frames, e.g. the sliding-window baseline) trains on random windows of the whole clip, re-indexed so that
+    every window starts at time 0: the model knows only "frame k of the window", which is what it will be asked
+    to extend when it slides along a long video.
+
+    Returns context_tokens (B, Nc), context_pos (B, Nc), target_pos (B, Nm), targets (B, Nm): all long, CPU."""
+    batch_size, (_, h, w) = cfg.train.batch_size, cfg.model.grid
+    positions = schedule.sample_window(step, batch_size, tuple(cache.shape[1:]), generator)   # (B, T*h*w) in the clip
+    clips = torch.randint(len(cache), (batch_size,), generator=generator)                     # (B,)
+    clip_tokens = cache[clips].long().flatten(1).gather(1, positions)                         # (B, T*h*w)
+    if cfg.model.grid[0] < cache.shape[1]:
+        positions = positions - positions[:, :1]   # window model: a window's first frame is frame 0 (raster order)
+    # split the window's slots, then look up the positions and tokens of each half
+    slots = torch.arange(positions.shape[1]).expand_as(positions)                             # (B, T*h*w)
+    context_slot, target_slot = sample_split(slots, cfg.model.mask_schedule, generator)
+    return (clip_tokens.gather(1, context_slot), positions.gather(1, context_slot), positions.gather(1, target_slot),
+            clip_tokens.gather(1, target_slot))
+
+
 def train_transformer(cfg: Config, out_dir: str, *, data_dir: str | None = None, seed: int = 0,
                       resume: bool = False, dtype: str = "fp32", compile: bool = False, curriculum: bool = True,
                       dist: Dist = Dist()) -> MeBT:
@@ -175,12 +198,7 @@ def train_transformer(cfg: Config, out_dir: str, *, data_dir: str | None = None,
                 raise Stopped(f"transformer stopped at step {step}: saved {paths.mebt}; add --resume to continue")
             tick = time.time()
             generator = step_generator(seed, step, dist.rank)   # this step's draws depend on (seed, step, rank) only
-            positions = schedule.sample_window(step, tc.batch_size, cfg.model.grid, generator)   # (B, T*h*w)
-            clips = torch.randint(len(caches["train"]), (tc.batch_size,), generator=generator)   # (B,)
-            clip_tokens = caches["train"][clips].long().flatten(1)                               # (B, t*h*w)
-            context_pos, target_pos = sample_split(positions, cfg.model.mask_schedule, generator)  # (B, Nc), (B, Nm)
-            context = clip_tokens.gather(1, context_pos)                                          # (B, Nc)
-            targets = clip_tokens.gather(1, target_pos)                                           # (B, Nm)
+            context, context_pos, target_pos, targets = training_batch(caches["train"], step, schedule, cfg, generator)
             lr = lr_at(step, tc)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -197,8 +215,9 @@ def train_transformer(cfg: Config, out_dir: str, *, data_dir: str | None = None,
                                     "try a lower --lr")
             optimizer.step()
             done = step + 1
-            window = positions.shape[1] // (h * w)                                  # T, latent frames this step
-            tokens_per_s = tc.batch_size * positions.shape[1] * dist.world_size / (time.time() - tick)
+            window_tokens = context_pos.shape[1] + target_pos.shape[1]
+            window = window_tokens // (h * w)                                       # T, latent frames this step
+            tokens_per_s = tc.batch_size * window_tokens * dist.world_size / (time.time() - tick)
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.3f}", T=window, tok_s=f"{tokens_per_s:.0f}", eval=f"{eval_ce:.3f}")
             if done % LOG_EVERY == 0:

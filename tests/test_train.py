@@ -71,6 +71,29 @@ def test_step_randomness_depends_only_on_seed_step_and_rank():
     assert not torch.equal(torch.randint(1000, (8,), generator=step_generator(1, 5, 0)), first)   # the seed matters
 
 
+def test_a_window_model_trains_on_windows_from_the_whole_clip_reindexed_from_frame_zero():
+    from mebt.curriculum import Curriculum
+    cfg = micro_config()
+    cfg.data.frames, cfg.model.grid = 32, (2, 4, 4)      # clips of 8 latent frames, a model of 2-frame windows
+    cfg.validate()
+    cache = torch.arange(8).view(1, 8, 1, 1).expand(5, 8, 4, 4).contiguous()   # every token = its latent frame
+    schedule = Curriculum(2, 1.0, enabled=False)
+    starts = set()
+    for step in range(40):
+        context, context_pos, target_pos, targets = train_transformer_module.training_batch(
+            cache, step, schedule, cfg, step_generator(0, step, 0))
+        positions = torch.cat([context_pos, target_pos], 1)                      # (B, 2*4*4)
+        tokens = torch.cat([context, targets], 1)
+        assert sorted(positions[0].tolist()) == list(range(32))                 # frames 0-1 of the model's grid
+        frame = positions // 16                                                 # 0 or 1 within the window
+        starts.update((tokens - frame)[:, 0].tolist())                          # the clip frame the window starts at
+        assert ((tokens - frame) == (tokens - frame)[:, :1]).all()              # one contiguous window per sample
+    assert starts == set(range(7))                                              # windows from all over the clip
+    with pytest.raises(ValueError, match="window"):
+        cfg.model.grid = (9, 4, 4)
+        cfg.validate()
+
+
 def test_lr_warms_up_linearly_then_decays_to_the_floor():
     tc = micro_config(transformer_steps=100, warmup_steps=10, lr=1e-3, min_lr_ratio=0.1).train
     lrs = [train_transformer_module.lr_at(step, tc) for step in range(100)]
