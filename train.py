@@ -5,13 +5,14 @@
     python train.py --resume                                     # continue a run stopped with Ctrl-C
     python train.py --stage transformer --resume --transformer-steps 7000                # train the transformer longer
     python train.py --dataset skytimelapse --data-dir /data/sky_timelapse --preset small --out-dir out_sky
+    python train.py --dataset videos --data-dir /data/UCF-101 --preset small --out-dir out_ucf   # docs/datasets.md
     torchrun --nproc_per_node=8 train.py --preset paper --data-dir /data/sky_timelapse --dtype bf16 --out-dir out_paper
     python sample.py --ckpt out/mebt.pt                          # then sample from the trained model
 
 Writes OUT/tokenizer.pt, OUT/tokens_{train,eval}.pt (the token cache), OUT/mebt.pt, OUT/metrics.jsonl
 (one JSON object per line) and OUT/samples/*.gif. Ctrl-C (or SIGTERM) saves a checkpoint at the current step
 and exits; --resume continues exactly where it stopped (same data, curriculum position and learning rate).
---dtype bf16 needs CUDA: on a CPU it is an error rather than a silent fallback, so timings are never mislabelled.
+--dtype bf16 autocasts matmuls to bfloat16 on CUDA and on CPU (weights, optimiser and loss stay float32).
 """
 from __future__ import annotations
 
@@ -32,12 +33,20 @@ from mebt.train_transformer import train_transformer
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Train the MeBT tokenizer and transformer (see the docstring of train.py). "
                                             "Flags left out take the preset's value.")
-    p.add_argument("--dataset", choices=["synthetic", "skytimelapse"], default=None,
+    p.add_argument("--dataset", choices=["synthetic", "videos", "skytimelapse"], default=None,
                    help="synthetic: built-in bouncing shapes, nothing to download (default for tiny/small). "
-                        "skytimelapse: a folder of frames, needs --data-dir (default for paper)")
+                        "videos: your own folder, needs --data-dir (docs/datasets.md: SkyTimelapse, UCF-101, Taichi). "
+                        "skytimelapse: the same reader under its old name (default for paper)")
     p.add_argument("--data-dir", default=None,
-                   help="SkyTimelapse root: sky_train/<id>/<id>_<k>/*.jpg, <root>/<video>/*.jpg, or train.txt/test.txt "
-                        "lists; a sky_test/ or test.txt beside it is the held-out split")
+                   help="a folder searched recursively for video files (.mp4 .mov .avi .webm .gif) and frame folders "
+                        "(numbered .jpg/.png), or a train.txt list of frame paths; a train/, sky_train/ or train.txt "
+                        "inside is the training split and test/, sky_test/ or test.txt the held-out one")
+    p.add_argument("--stride", type=int, default=None,
+                   help="take every N-th frame of real videos (the paper: 4 on Taichi, 1 elsewhere); a 128-frame clip "
+                        "then spans 128 x N source frames. Default: the preset's (1)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="DataLoader processes reading the tokenizer's training clips. Default: one per spare CPU core "
+                        "(at most 8) for real videos, 0 for synthetic data (generated faster than processes start)")
     p.add_argument("--out-dir", default="out", help="every checkpoint, log and sample of the run goes here (default: out)")
     p.add_argument("--preset", choices=list(PRESETS), default="tiny",
                    help="tiny (default): 32x32x128 on a CPU in ~13 min; small: 64x64 on one GPU, hours; paper: the paper-scale 336M-parameter model")
@@ -65,7 +74,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="continue the checkpoints in --out-dir (a finished tokenizer is reused); without it an "
                         "existing checkpoint is an error, never overwritten")
     p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
-                   help="fp32 (default), or bf16: autocast matmuls on CUDA (faster, half the activation memory); CPU: fp32 only")
+                   help="fp32 (default), or bf16: matmuls in bfloat16 via autocast, the loss in float32. On a GPU "
+                        "use it (faster, half the activation memory); on a CPU it pays only where the cores have "
+                        "bf16 matrix units: compare with `python bench.py throughput --dtype bf16 --device cpu`")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the models: worth it on a GPU for long runs; compiling costs a minute or more")
     p.add_argument("--no-curriculum", action="store_true",
@@ -80,8 +91,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def build_config(args: argparse.Namespace) -> Config:
     """The preset, with every flag that was given written over it (the result is stored in the checkpoints)."""
-    for flag in ("frames", "resolution", "tokenizer_steps", "transformer_steps", "batch_size", "lr", "eval_every",
-                 "sample_every"):
+    for flag in ("frames", "resolution", "stride", "tokenizer_steps", "transformer_steps", "batch_size", "lr",
+                 "eval_every", "sample_every"):
         value = getattr(args, flag)
         if value is not None and (value < 0 or (value == 0 and flag != "sample_every")):
             raise ValueError(f"--{flag.replace('_', '-')}={value}: expected a positive number")
@@ -90,6 +101,7 @@ def build_config(args: argparse.Namespace) -> Config:
     d.dataset = args.dataset or d.dataset
     d.frames = args.frames or d.frames
     d.resolution = args.resolution or d.resolution
+    d.stride = args.stride or d.stride
     cfg.model.grid = cfg.token_grid   # the model's positional tables follow the clip's token grid
     t.tokenizer_clip_frames = min(t.tokenizer_clip_frames, d.frames)
     for field in ("tokenizer_steps", "transformer_steps", "batch_size", "lr", "eval_every", "sample_every"):
@@ -100,14 +112,14 @@ def build_config(args: argparse.Namespace) -> Config:
 
 def check_args(args: argparse.Namespace, cfg: Config) -> None:
     """Every mistake we can see before loading data or building models, as one line."""
-    if cfg.data.dataset == "skytimelapse" and not args.data_dir:
-        raise ValueError("--dataset skytimelapse needs --data-dir PATH (a folder of SkyTimelapse frames)")
-    if cfg.data.dataset == "synthetic" and args.data_dir:
-        raise ValueError("--data-dir is only read with --dataset skytimelapse; the synthetic data is generated")
+    if cfg.data.dataset != "synthetic" and not args.data_dir:
+        raise ValueError(f"--dataset {cfg.data.dataset} needs --data-dir PATH (a folder of videos or frame folders)")
+    if cfg.data.dataset == "synthetic" and (args.data_dir or args.stride):
+        raise ValueError("--data-dir and --stride are only read with --dataset videos; the synthetic data is generated")
+    if args.workers is not None and args.workers < 0:
+        raise ValueError(f"--workers={args.workers}: expected 0 (read in the training process) or more")
     if args.seed < 0:
         raise ValueError(f"--seed={args.seed}: expected a non-negative integer")
-    if args.dtype == "bf16" and torch.device(args.device).type != "cuda":
-        raise ValueError(f"--dtype bf16 needs a CUDA device (got --device {args.device}); on CPU use --dtype fp32")
     paths = RunPaths(args.out_dir)
     if args.stage in ("tokenizer", "all"):
         refuse_overwrite(paths.tokenizer, args.resume)
@@ -124,7 +136,7 @@ def run(args: argparse.Namespace, dist: Dist) -> None:
                   compile=args.compile, dist=dist)
     start = time.time()
     if args.stage in ("tokenizer", "all"):
-        train_tokenizer(cfg, args.out_dir, **common)
+        train_tokenizer(cfg, args.out_dir, workers=args.workers, **common)
     if args.stage in ("transformer", "all"):
         train_transformer(cfg, args.out_dir, curriculum=not args.no_curriculum, **common)
     if dist.is_main:

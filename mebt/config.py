@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 @dataclass
 class DataConfig:
-    dataset: str = "synthetic"   # "synthetic" (built in, procedurally generated) or "skytimelapse" (a folder)
+    dataset: str = "synthetic"   # "synthetic" (built in, generated), or "videos" / "skytimelapse" (a folder, same reader)
     resolution: int = 32         # frames are square: resolution x resolution pixels
     frames: int = 128            # clip length in video frames (a multiple of the tokenizer's temporal factor)
     stride: int = 1              # take every `stride`-th frame of a real video (1 = native frame rate)
@@ -130,8 +130,10 @@ class Config:
             raise ValueError(f"model.mask_schedule={m.mask_schedule!r}: expected 'uniform' or 'cosine'")
         if set(m.encoder_layers) - {"cross", "self"} or set(m.decoder_layers) - {"read", "write"}:
             raise ValueError("model.encoder_layers takes 'cross'/'self', model.decoder_layers takes 'read'/'write'")
-        if d.dataset not in ("synthetic", "skytimelapse"):
-            raise ValueError(f"data.dataset={d.dataset!r}: expected 'synthetic' or 'skytimelapse'")
+        if d.dataset not in ("synthetic", "videos", "skytimelapse"):
+            raise ValueError(f"data.dataset={d.dataset!r}: expected 'synthetic', 'videos' or 'skytimelapse'")
+        if d.stride < 1:
+            raise ValueError(f"data.stride={d.stride} must be >= 1 (1 = every frame)")
         return self
 
     def to_dict(self) -> dict:

@@ -1,4 +1,4 @@
-"""Video data: built-in synthetic bouncing shapes (with exact ground truth) and SkyTimelapse frame folders.
+"""Video data: built-in synthetic bouncing shapes (with exact ground truth), or real videos from a folder.
 
 Every video is a float32 tensor (3, T, H, W) in [-1, 1].
 
@@ -7,7 +7,8 @@ bounce elastically off the walls. The generating process is known exactly (Video
 consistency of samples can be measured (mebt/consistency.py). Generation is vectorised over frames:
 1,000 videos of 128 frames at 32x32 take well under 2 s on one CPU core.
 
-Frame folders (SkyTimelapse): see FrameFolderVideos. build_dataset(data_cfg, split, data_dir) picks either.
+Real videos (video files and frame folders, e.g. SkyTimelapse, UCF-101, Taichi): see mebt/video_folder.py.
+build_dataset(data_cfg, split, data_dir) picks either.
 
 Try it:
     python -m mebt.data                      # prints timing and writes nothing
@@ -15,18 +16,16 @@ Try it:
 from __future__ import annotations
 
 import math
-import os
-import re
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from mebt.config import DataConfig
+from mebt.video_folder import LAYOUTS, VideoFolder
+from mebt.video_folder import VideoFolder as FrameFolderVideos  # noqa: F401  (its name before it read video files)
 
 # Six saturated colours, far from each other (RGB distance >= 156) and from the dull background (>= 134).
 PALETTE = np.array([
@@ -171,146 +170,6 @@ class SyntheticVideos(Dataset):
         return self[video_index]
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# SkyTimelapse (or any video stored as numbered image files)
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-LAYOUTS = ("sky_train/<id>/<id>_<k>/<id>_frames_<n>.jpg (pass the folder holding the <id> folders), "
-           "<root>/<video>/<frames>, or a train.txt/test.txt list of frame paths")
-SPLIT_SOURCES = {"train": ("train.txt", "sky_train"), "eval": ("test.txt", "sky_test")}   # looked for under root
-
-
-def frame_number(path: Path) -> int:
-    """The frame's number: the last run of digits in its file name ("x_frames_00000046.jpg" -> 46)."""
-    digits = re.findall(r"\d+", path.stem)
-    if not digits:
-        raise ValueError(f"{path}: a frame file name must contain its frame number")
-    return int(digits[-1])
-
-
-def split_at_gaps(numbered: list[tuple[int, Path]]) -> list[list[Path]]:
-    """Sort frames by number (numeric: 9 before 10) and cut wherever the numbering skips: each run is a video."""
-    runs, previous = [], None
-    for number, path in sorted(numbered):
-        if previous is None or number != previous + 1:
-            runs.append([])
-        runs[-1].append(path)
-        previous = number
-    return runs
-
-
-def scan_folders(root: Path) -> list[list[Path]]:
-    """Every folder under root that directly holds images is one video (before gap splitting)."""
-    videos = []
-    for folder, subfolders, files in os.walk(root):
-        subfolders.sort()                                          # a deterministic video order on every OS
-        frames = [Path(folder) / f for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES]
-        videos += split_at_gaps([(frame_number(f), f) for f in frames])
-    return videos
-
-
-def scan_list(list_file: Path) -> list[list[Path]]:
-    """A list of frame paths relative to the list's folder; video id = path minus its last `_`-field."""
-    by_video: dict[str, list[tuple[int, Path]]] = {}
-    for line_number, line in enumerate(list_file.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        relative = line.split()[0]                                  # the path is the first column
-        video_id, _, number = os.path.splitext(relative)[0].rpartition("_")
-        if not video_id or not number.isdigit():
-            raise ValueError(f"{list_file}:{line_number}: expected <video>_<frame number>.<ext>, got {relative!r}")
-        by_video.setdefault(video_id, []).append((int(number), list_file.parent / relative))
-    return [run for numbered in by_video.values() for run in split_at_gaps(numbered)]
-
-
-def find_source(root: Path, split: str) -> Path:
-    """The list file or folder that holds `split`'s videos. Without a held-out split, eval reuses train's (warned)."""
-    if not root.exists():
-        raise FileNotFoundError(f"{root}: no such file or folder; expected {LAYOUTS}")
-    if root.is_dir():
-        for name in SPLIT_SOURCES[split]:
-            if (root / name).exists():
-                return root / name
-    if split == "eval":
-        print(f"[data] no held-out split (test.txt or sky_test/) under {root}: evaluating on the training videos")
-        return find_source(root, "train") if root.is_dir() else root
-    return root
-
-
-def load_frame(path: Path, resolution: int) -> torch.Tensor:
-    """One image -> (3, resolution, resolution) in [-1, 1]: centre-crop to a square, antialiased resize."""
-    try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")                             # forces a full decode: corrupt files fail here
-    except (OSError, ValueError) as error:
-        raise ValueError(f"cannot read frame {path}: {error}") from None
-    width, height = image.size
-    side = min(width, height)
-    left, top = (width - side) // 2, (height - side) // 2
-    image = image.crop((left, top, left + side, top + side)).resize((resolution, resolution), Image.LANCZOS)
-    pixels = torch.from_numpy(np.asarray(image, dtype=np.float32))  # (H, W, 3) in [0, 255]
-    return pixels.permute(2, 0, 1) / 127.5 - 1
-
-
-class FrameFolderVideos(Dataset):
-    """Videos stored as numbered image files (.jpg/.jpeg/.png), e.g. SkyTimelapse, in any of three layouts:
-
-      1. two levels: sky_train/<id>/<id>_<k>/<id>_frames_<8 digits>.jpg (root = the folder holding <id> folders);
-      2. flat: <root>/<video>/<frames>;
-      3. a train.txt / test.txt list of frame paths relative to the list's folder (video id = path minus its last
-         `_`-field, frame number = that field).
-    `root` may be such a folder, a list file, or a folder holding train.txt/test.txt or sky_train/sky_test.
-    Frames are ordered by number, a gap in the numbering starts a new video, and videos shorter than one window
-    (frames * stride source frames) are skipped and counted in one log line.
-
-    An unreadable image is an error (ValueError naming the file) when a window containing it is read: skipping
-    it would silently join the frames on either side into a jump. Files are not opened while scanning
-    (SkyTimelapse has about a million frames).
-
-    dataset[i] is a random window of video i: (3, frames, resolution, resolution) in [-1, 1].
-    clip_starts() / clip(video_index, start) enumerate non-overlapping windows deterministically (token cache).
-    """
-
-    def __init__(self, root, frames: int, resolution: int, stride: int = 1, split: str = "train"):
-        if split not in SPLIT_SOURCES:
-            raise ValueError(f"split={split!r}: expected one of {', '.join(SPLIT_SOURCES)}")
-        if frames < 1 or stride < 1:
-            raise ValueError(f"frames={frames} and stride={stride} must both be >= 1")
-        self.frames, self.resolution, self.stride = frames, resolution, stride
-        self.span = frames * stride                                 # source frames one window covers
-        self.source = find_source(Path(root), split)
-        found = scan_list(self.source) if self.source.is_file() else scan_folders(self.source)
-        if not found:
-            raise FileNotFoundError(f"{self.source}: no {'/'.join(IMAGE_SUFFIXES)} frames found; expected {LAYOUTS}")
-        self.videos = [video for video in found if len(video) >= self.span]   # per-video frame paths, in order
-        if len(self.videos) < len(found):
-            print(f"[data] {self.source}: skipped {len(found) - len(self.videos)} of {len(found)} videos "
-                  f"shorter than {self.span} frames (frames={frames} x stride={stride})")
-        if not self.videos:
-            raise ValueError(f"{self.source}: no video has the {self.span} frames one window needs; expected {LAYOUTS}")
-
-    def __len__(self) -> int:
-        return len(self.videos)
-
-    def clip(self, video_index: int, start: int) -> torch.Tensor:
-        """The window of `frames` frames, every `stride`-th, from frame `start` of a video: (3, T, H, W)."""
-        paths = self.videos[video_index]
-        if not 0 <= start <= len(paths) - self.span:
-            raise ValueError(f"start={start}: video {video_index} has {len(paths)} frames, a window needs {self.span}")
-        window = paths[start:start + self.span:self.stride]
-        return torch.stack([load_frame(p, self.resolution) for p in window], dim=1)   # (3, T, H, W)
-
-    def clip_starts(self) -> list[tuple[int, int]]:
-        """(video_index, start) of every non-overlapping window, in a fixed order."""
-        return [(i, start) for i, paths in enumerate(self.videos)
-                for start in range(0, len(paths) - self.span + 1, self.span)]
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        last_start = len(self.videos[i]) - self.span
-        start = int(torch.randint(0, last_start + 1, ()))           # torch RNG: seeded per DataLoader worker
-        return self.clip(i, start)
-
-
 def build_dataset(data_cfg, split: str, data_dir: str | None = None) -> Dataset:
     """The dataset named by data_cfg (a config.DataConfig) for split "train" or "eval" (held out)."""
     if split not in ("train", "eval"):
@@ -319,11 +178,11 @@ def build_dataset(data_cfg, split: str, data_dir: str | None = None) -> Dataset:
         count = data_cfg.num_videos if split == "train" else data_cfg.num_eval_videos
         seed = 0 if split == "train" else 1                          # (seed, index) streams never coincide
         return SyntheticVideos(count, data_cfg.frames, data_cfg.resolution, data_cfg.max_objects, seed)
-    if data_cfg.dataset == "skytimelapse":
+    if data_cfg.dataset in ("skytimelapse", "videos"):   # skytimelapse: the name configs used before video files
         if data_dir is None:
-            raise ValueError(f"data.dataset='skytimelapse' needs a data_dir: {LAYOUTS}")
-        return FrameFolderVideos(data_dir, data_cfg.frames, data_cfg.resolution, data_cfg.stride, split)
-    raise ValueError(f"data.dataset={data_cfg.dataset!r}: expected 'synthetic' or 'skytimelapse'")
+            raise ValueError(f"data.dataset={data_cfg.dataset!r} needs a data_dir: {LAYOUTS}")
+        return VideoFolder(data_dir, data_cfg.frames, data_cfg.resolution, data_cfg.stride, split)
+    raise ValueError(f"data.dataset={data_cfg.dataset!r}: expected 'synthetic', 'videos' or 'skytimelapse'")
 
 
 if __name__ == "__main__":

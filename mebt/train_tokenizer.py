@@ -19,25 +19,23 @@ import torch
 from tqdm import tqdm
 
 from mebt.checkpoint import fingerprint, load_checkpoint, save_checkpoint
+from mebt.clip_loader import ClipReader, batches, clip_loader
 from mebt.config import Config
 from mebt.data import build_dataset
 from mebt.distributed import (Dist, GracefulStop, Stopped, any_rank, barrier, rng_state, set_rng_state, step_generator,
                               sum_across, wrap)
 from mebt.pipeline import LossNotFinite, MetricsLog, RunPaths, autocast, refuse_overwrite
 from mebt.tokenizer import VQTokenizer, psnr
+from mebt.video_folder import loader_workers
 
 EVAL_VIDEOS = 8      # held-out videos (full length) for the PSNR: enough for a stable number, cheap on a CPU
 LOG_EVERY = 10       # a training line in metrics.jsonl every this many steps (evals always log)
 
 
-def random_clips(dataset, batch_size: int, clip_frames: int, generator: torch.Generator) -> torch.Tensor:
-    """A batch of random temporal crops of random videos: (B, 3, clip_frames, H, W)."""
-    clips = []
-    for i in torch.randint(len(dataset), (batch_size,), generator=generator).tolist():
-        video = dataset[i]                                                     # (3, T, H, W)
-        start = int(torch.randint(video.shape[1] - clip_frames + 1, (1,), generator=generator))
-        clips.append(video[:, start:start + clip_frames])
-    return torch.stack(clips)                                                  # (B, 3, clip, H, W)
+def random_clips(reader: ClipReader, batch_size: int, generator: torch.Generator) -> list[tuple[int, int]]:
+    """A step's random temporal crops of random videos, as (video index, first frame) pairs."""
+    videos = torch.randint(len(reader.dataset), (batch_size,), generator=generator).tolist()
+    return [(i, int(torch.randint(reader.starts(i), (1,), generator=generator))) for i in videos]
 
 
 def eval_videos(dataset, n: int) -> list[torch.Tensor]:
@@ -60,8 +58,10 @@ def heldout_psnr(tokenizer: VQTokenizer, videos: list[torch.Tensor], dist: Dist)
 
 
 def train_tokenizer(cfg: Config, out_dir: str, *, data_dir: str | None = None, seed: int = 0, resume: bool = False,
-                    dtype: str = "fp32", compile: bool = False, dist: Dist = Dist()) -> VQTokenizer:
+                    dtype: str = "fp32", compile: bool = False, dist: Dist = Dist(), workers: int | None = None
+                    ) -> VQTokenizer:
     """Train (or resume, or reuse a finished) tokenizer; returns it in eval mode on dist.device.
+    `workers`: DataLoader processes reading the clips (default: video_folder.loader_workers).
 
     Raises Stopped after saving a checkpoint on Ctrl-C / SIGTERM, LossNotFinite on a NaN/inf loss."""
     paths, tc, device = RunPaths(out_dir), cfg.train, dist.device
@@ -78,7 +78,7 @@ def train_tokenizer(cfg: Config, out_dir: str, *, data_dir: str | None = None, s
     if start < tc.tokenizer_steps:   # data first: a wrong folder is reported before any model is built
         # Frame folders are read from disk: load a clip-long random window (already a random crop), not 128
         # frames. Synthetic videos are rendered whole (cheap) and cropped anywhere, so late frames are seen too.
-        clip_data = dataclasses.replace(cfg.data, frames=clip_frames) if cfg.data.dataset == "skytimelapse" else cfg.data
+        clip_data = dataclasses.replace(cfg.data, frames=clip_frames) if cfg.data.dataset != "synthetic" else cfg.data
         train_set = build_dataset(clip_data, "train", data_dir)
         heldout = eval_videos(build_dataset(cfg.data, "eval", data_dir), EVAL_VIDEOS)
 
@@ -94,7 +94,7 @@ def train_tokenizer(cfg: Config, out_dir: str, *, data_dir: str | None = None, s
         if dist.is_main:
             print(f"tokenizer: reusing {paths.tokenizer} (trained for {start} steps)")
         return tokenizer.eval()
-    model = wrap(tokenizer, dist)
+    model = wrap(tokenizer, dist, broadcast_buffers=False)   # the quantizer all-reduces its codebook buffers itself
     if compile:
         model = torch.compile(model)
     log = MetricsLog(paths.metrics, dist.is_main)
@@ -114,6 +114,19 @@ def train_tokenizer(cfg: Config, out_dir: str, *, data_dir: str | None = None, s
         n_params = sum(p.numel() for p in tokenizer.parameters())
         print(f"tokenizer: {n_params / 1e6:.2f}M parameters, {len(train_set)} training videos, clips of {clip_frames} "
               f"frames, batch {tc.tokenizer_batch_size} x {dist.world_size} process(es), steps {start}->{tc.tokenizer_steps}")
+    reader = ClipReader(train_set, clip_frames)
+
+    def draw(step: int) -> list[tuple[int, int]]:
+        # step_generator also seeds the global RNGs (the model's own draws); with workers the loader draws steps
+        # ahead, so keep the global state as the loop set it and use only the data generator
+        saved = rng_state()
+        generator = step_generator(seed, step, dist.rank)   # this step's data randomness: (seed, step, rank) only
+        set_rng_state(saved)
+        return random_clips(reader, tc.tokenizer_batch_size, generator)
+
+    workers = loader_workers(train_set) if workers is None else workers
+    stream = batches(clip_loader(train_set, clip_frames, draw, range(start, tc.tokenizer_steps), workers,
+                                 pin_memory=device.type == "cuda" and workers > 0))
     t0, last_psnr = time.time(), float("nan")
     bar = tqdm(total=tc.tokenizer_steps, initial=start, desc="tokenizer", disable=not dist.is_main, dynamic_ncols=True)
     tokenizer.train()
@@ -123,8 +136,8 @@ def train_tokenizer(cfg: Config, out_dir: str, *, data_dir: str | None = None, s
                 save(step)
                 raise Stopped(f"tokenizer stopped at step {step}: saved {paths.tokenizer}; add --resume to continue")
             tick = time.time()
-            generator = step_generator(seed, step, dist.rank)   # this step's data (and model) randomness
-            clips = random_clips(train_set, tc.tokenizer_batch_size, clip_frames, generator).to(device)
+            step_generator(seed, step, dist.rank)   # seeds this step's model randomness (its data: draw above)
+            clips = next(stream).to(device, non_blocking=True)   # (B, 3, clip_frames, H, W)
             with autocast(device, dtype):
                 out = model(clips)
             optimizer.zero_grad(set_to_none=True)
