@@ -9,8 +9,13 @@ A later call with the same key loads the file; with a different key it re-encode
 one line that names the key fields that changed. A cache is never silently reused.
 
 Clips are taken in a fixed order: `dataset.clip(video_index, start)` for every
-(video_index, start) in `dataset.clip_starts()` when the dataset has that method (frame
-folders: non-overlapping windows of long videos), else every `dataset[i]` (synthetic data).
+(video_index, start) in `dataset.clip_starts()` when the dataset has that method (real
+videos: non-overlapping windows), else every `dataset[i]`. Real videos are read by DataLoader
+worker processes (video_folder.loader_workers) while this process encodes; the token grids go
+into one preallocated tensor, so memory grows only by the tokens themselves (no per-video
+overhead: 10,000 videos cost their 2-byte tokens). The file is written once, atomically (a
+temporary file renamed over the path): a build killed at any point leaves no cache, or the
+previous one, never half a file that a later run would load.
 
     tokens = build_or_load("out/tokens.pt", tokenizer, dataset, key)   # (num_clips, t, h, w) int16
     batch = tokens[indices].long()                                      # (B, t, h, w)
@@ -25,9 +30,12 @@ import time
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from mebt.checkpoint import load_checkpoint, save_checkpoint
+from mebt.clip_loader import batches
+from mebt.video_folder import loader_workers
 
 KIND = "token_cache"      # the checkpoint "kind" of a cache file: load_checkpoint refuses model checkpoints here
 _MISSING = object()       # marks a key field present on one side only
@@ -53,26 +61,43 @@ def _changed_fields(old: dict, new: dict, prefix: str = "") -> list[str]:
     return changed
 
 
-def _encode_all(tokenizer: nn.Module, dataset, batch_size: int, device, progress: bool) -> torch.Tensor:
+class CacheClips(Dataset):
+    """Clip k of the cache, in its fixed order (read in a DataLoader worker)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+        self.starts = dataset.clip_starts() if hasattr(dataset, "clip_starts") else None   # [(video, start)]
+
+    def __len__(self) -> int:
+        return len(self.starts) if self.starts is not None else len(self.dataset)
+
+    def __getitem__(self, k: int) -> torch.Tensor:
+        return self.dataset.clip(*self.starts[k]) if self.starts is not None else self.dataset[k]   # (3, T, H, W)
+
+
+def _encode_all(tokenizer: nn.Module, dataset, batch_size: int, device, progress: bool, workers: int) -> torch.Tensor:
     """Encode every clip of `dataset`, in order; returns (num_clips, t, h, w) int32 on the CPU."""
-    starts = dataset.clip_starts() if hasattr(dataset, "clip_starts") else None
-    total = len(starts) if starts is not None else len(dataset)
-    if total == 0:
+    clips = CacheClips(dataset)
+    if len(clips) == 0:
         raise ValueError("token cache: the dataset has no clips to encode")
-    load = (lambda i: dataset.clip(*starts[i])) if starts is not None else (lambda i: dataset[i])
+    # shuffle=False keeps the order; generator: the workers' base seed is not drawn from the global RNG
+    loader = DataLoader(clips, batch_size=batch_size, num_workers=workers, generator=torch.Generator(),
+                        pin_memory=torch.device(device).type == "cuda" and workers > 0)
     was_training = tokenizer.training
     tokenizer.eval()                                   # no dropout / codebook updates while encoding
-    chunks = []
+    tokens, first = None, 0
     try:
-        with torch.no_grad(), tqdm(total=total, unit="clip", desc="tokenizing", disable=not progress) as bar:
-            for first in range(0, total, batch_size):
-                clips = torch.stack([load(i) for i in range(first, min(first + batch_size, total))])   # (B, 3, T, H, W)
-                indices = tokenizer.encode(clips.to(device))                                        # (B, t, h, w)
-                chunks.append(indices.to("cpu", torch.int32))   # int32 until we know the largest index
-                bar.update(len(clips))
+        with torch.no_grad(), tqdm(total=len(clips), unit="clip", desc="tokenizing", disable=not progress) as bar:
+            for batch in batches(loader):                                              # (B, 3, T, H, W)
+                indices = tokenizer.encode(batch.to(device, non_blocking=True))         # (B, t, h, w)
+                if tokens is None:                     # int32 until we know the largest index
+                    tokens = torch.empty((len(clips), *indices.shape[1:]), dtype=torch.int32)
+                tokens[first:first + len(batch)] = indices.to("cpu", torch.int32)
+                first += len(batch)
+                bar.update(len(batch))
     finally:
         tokenizer.train(was_training)                  # leave the caller's module as we found it
-    return torch.cat(chunks)
+    return tokens
 
 
 def _size(num_bytes: int) -> str:
@@ -80,10 +105,10 @@ def _size(num_bytes: int) -> str:
 
 
 def build_or_load(path, tokenizer: nn.Module, dataset, key: dict, batch_size: int = 8, device="cpu",
-                  progress: bool = True) -> torch.Tensor:
+                  progress: bool = True, num_workers: int | None = None) -> torch.Tensor:
     """Return the token grids (num_clips, t, h, w) of every clip of `dataset`, int16 (or int32 if an index
     exceeds 32767): loaded from `path` when its key equals `key`, else encoded (tokenizer already on `device`)
-    and written atomically to `path`."""
+    and written atomically to `path`. num_workers: DataLoader reading processes (default: loader_workers)."""
     path = os.fspath(path)
     if batch_size < 1:
         raise ValueError(f"token cache: batch_size={batch_size} must be >= 1")
@@ -96,7 +121,8 @@ def build_or_load(path, tokenizer: nn.Module, dataset, key: dict, batch_size: in
             return tokens
         print(f"token cache {path} is stale (changed: {', '.join(_changed_fields(cached['key'], key))}); rebuilding")
     start = time.perf_counter()
-    tokens = _encode_all(tokenizer, dataset, batch_size, device, progress)   # (N, t, h, w) int32
+    workers = loader_workers(dataset) if num_workers is None else num_workers
+    tokens = _encode_all(tokenizer, dataset, batch_size, device, progress, workers)   # (N, t, h, w) int32
     if tokens.min() < 0:
         raise ValueError(f"token cache: tokenizer.encode returned a negative index ({tokens.min().item()})")
     if tokens.max() <= torch.iinfo(torch.int16).max:   # true whenever codebook_size <= 32768: half the disk and RAM

@@ -26,6 +26,7 @@ from PIL import Image, ImageSequence
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".webm", ".gif")
 WITHOUT_FFMPEG = ".gif files and folders of .jpg/.png frames"   # what reads with Pillow alone
+READABLE = f"we read .mp4 .mov .avi .webm (with imageio-ffmpeg), {WITHOUT_FFMPEG}"
 
 
 class UnreadableVideo(ValueError):
@@ -133,7 +134,9 @@ def count_frames(path) -> int:
     path = os.fspath(path)
     suffix = os.path.splitext(path)[1].lower()
     if suffix not in VIDEO_SUFFIXES:
-        raise UnreadableVideo(f"{path}: cannot read {suffix!r} files; expected one of {', '.join(VIDEO_SUFFIXES)}")
+        raise UnreadableVideo(f"{path}: cannot read {suffix!r} files; {READABLE}")
+    if suffix != ".gif":
+        _ffmpeg(path)                                  # fail here, at indexing, not later in a DataLoader worker
     try:
         size = os.path.getsize(path)
         if size == 0:
@@ -143,14 +146,13 @@ def count_frames(path) -> int:
                 return image.n_frames                  # Pillow walks the frame headers without decoding pixels
         if suffix == ".webm":
             return _decoded_frames(path)
-        _ffmpeg(path)                                  # fail here, at indexing, not later in a DataLoader worker
         with open(path, "rb") as f:
             count = _mp4_frames(f, size) if suffix in (".mp4", ".mov") else _avi_frames(f, size)
         return count if count > 0 else _decoded_frames(path)   # fragmented MP4s keep their counts elsewhere
     except UnreadableVideo:
         raise
     except (OSError, ValueError, struct.error, EOFError) as error:
-        raise UnreadableVideo(f"{path}: not a readable {suffix} video ({_first_line(error)})") from None
+        raise UnreadableVideo(f"{path}: not a readable {suffix} video ({_first_line(error)}); {READABLE}") from None
 
 
 # ---------------------------------------------------------------------------------------------- decoding

@@ -6,8 +6,9 @@ looping GIF or an MP4 (the latter needs `pip install imageio-ffmpeg`). save_film
 writes one PNG with a row per sample and a column per `every`-th frame. Every write goes
 to a temporary file that is renamed into place, so a viewer never sees half a file.
 
-Reading: read_video turns a .gif, an .mp4 or a folder of image frames (sorted by the
-numbers in their names: frame_9 before frame_10) back into a (3, T, H, W) tensor.
+Reading: read_video turns the first frames of a video file (.mp4 .mov .avi .webm .gif, decoded
+as a stream by mebt/video_files.py) or of a folder of image frames (sorted by the numbers in
+their names: frame_9 before frame_10) into a (3, T, H, W) tensor.
 
 Note: GIF encoders merge identical consecutive frames (adding up their display times), so a
 GIF of a video that stands still for a few frames reads back with fewer frames.
@@ -17,7 +18,6 @@ Try it:
 """
 from __future__ import annotations
 
-import itertools
 import math
 import os
 import re
@@ -30,6 +30,7 @@ from einops import rearrange
 from PIL import Image
 
 from mebt.checkpoint import atomic_write
+from mebt.video_files import count_frames, read_frames
 
 BORDER = 2                # px between (and around) grid cells
 BORDER_VALUE = 255        # white: visible against the dark and the coloured content alike
@@ -136,13 +137,6 @@ def _read_folder(path: str, frames: int | None) -> tuple[list[np.ndarray], int]:
     return pixels, len(names)
 
 
-def _read_file(path: str, frames: int | None) -> tuple[list[np.ndarray], int]:
-    options = {"mode": "RGB"} if path.lower().endswith(".gif") else {}   # GIFs may decode as palette/RGBA; ffmpeg gives RGB
-    with iio.imopen(path, "r") as reader:                              # closing stops the decoder once we have enough
-        pixels = list(itertools.islice(reader.iter(**options), frames))
-    return pixels, len(pixels)
-
-
 def _centre_square(video: torch.Tensor, resolution: int) -> torch.Tensor:
     """(3, T, H, W) -> (3, T, resolution, resolution): centre-crop to a square, antialiased resize."""
     H, W = video.shape[-2:]
@@ -157,23 +151,22 @@ def _centre_square(video: torch.Tensor, resolution: int) -> torch.Tensor:
 
 
 def read_video(path, frames: int | None = None, resolution: int | None = None) -> torch.Tensor:
-    """Read the first `frames` frames (default all) of a .gif, an .mp4 or a folder of images as (3, T, H, W)
-    float32 in [-1, 1]; with `resolution`, centre-crop to a square and resize to resolution x resolution."""
+    """Read the first `frames` frames (default all) of a video file (.mp4 .mov .avi .webm .gif, streamed: only
+    those frames are decoded) or a folder of images as (3, T, H, W) float32 in [-1, 1]; with `resolution`,
+    centre-crop to a square and resize to resolution x resolution. A file we cannot read is a ValueError
+    (UnreadableVideo) whose one line names it and the formats we read."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no video at {path}")
     if frames is not None and frames < 1:
         raise ValueError(f"read_video: frames={frames} must be >= 1")
-    suffix = os.path.splitext(path)[1].lower()
     if os.path.isdir(path):
         pixels, count = _read_folder(path, frames)
-    elif suffix in (".gif", ".mp4"):
-        if suffix == ".mp4":
-            _require_ffmpeg(path)
-        pixels, count = _read_file(path, frames)
     else:
-        raise ValueError(f"{path}: cannot read {suffix!r} files; expected a .gif, an .mp4 or a folder of image frames")
+        pixels, count = None, count_frames(path)                        # from the header: nothing decoded yet
     if count == 0 or (frames is not None and count < frames):
         raise ValueError(f"{path} has {count} frames, expected at least {frames or 1}")
+    if pixels is None:
+        pixels = read_frames(path, 0, frames or count)                  # (T, H, W, 3) uint8: only these decoded
     video = torch.from_numpy(np.stack(pixels)).permute(3, 0, 1, 2).float() / 127.5 - 1   # (3, T, H, W)
     return video if resolution is None else _centre_square(video, resolution)

@@ -89,8 +89,13 @@ def test_mp4_without_plugin_says_how_to_fix(tmp_path, monkeypatch):
     videos, _ = _moving_videos()
     with pytest.raises(ModuleNotFoundError, match=r"samples\.mp4: \.mp4 needs .*pip install imageio-ffmpeg \(or use \.gif\)"):
         save_video(tmp_path / "samples.mp4", videos)
-    with pytest.raises(ModuleNotFoundError, match="pip install imageio-ffmpeg"):
+    # reading: one line (a ValueError, as every unreadable input) naming the file, the fix and what still reads
+    with pytest.raises(ValueError, match=r"^\S*in\.mp4: reading \.mp4 needs the imageio-ffmpeg package "
+                                         r"\(pip install imageio-ffmpeg\); without it we read \.gif files and folders"):
         read_video(_touch(tmp_path / "in.mp4"))
+    gif = tmp_path / "in.gif"                                        # GIFs need no ffmpeg
+    iio.imwrite(gif, to_uint8(videos[0]), duration=100, loop=0)
+    assert read_video(gif).shape == videos[0].shape
 
 
 def _touch(path):
