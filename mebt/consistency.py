@@ -9,8 +9,14 @@ frame. We find each palette colour in every frame and check those promises:
                                             object is present with its colour and shape, and nothing else is
   motion_plausibility(video)             -> per 16-frame window: fraction of frame-to-frame centroid moves
                                             within the generator's speed limit
+  object_consistency(video)              -> per 16-frame window: fraction of frames holding the video's own modal
+                                            object set (reference-free: no frame is special, unlike frame 1)
+  trajectory_error(video, truth)         -> per 16-frame window: pixels between each true object and the detection
+                                            of its colour and shape, and the share of sightings missed
+  object_histograms(objects)             -> object count, colour and shape histograms (for diversity)
 
-A window with no judged move scores nan. Both metrics take a single (3, T, H, W) video in [-1, 1].
+A window with no judged move (or sighting) scores nan. Every metric takes a single (3, T, H, W) video in [-1, 1];
+pass `found=detect_objects(video)` to share one detection between several of them.
 
 Occlusion: objects overlap in ground-truth videos, so three things are excused. (1) A detection whose shape is
 wrong while another object is close by (it is partly covered). (2) An object that vanishes close to another one,
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -53,6 +60,12 @@ class Detections:
     centroids: np.ndarray    # (T, P, 2) float (y, x) in pixels; nan where absent
     shapes: np.ndarray       # (T, P) int index into SHAPES (best-matching template); -1 where absent
     areas: np.ndarray        # (T, P) int number of pixels of that colour
+
+
+class Objects(NamedTuple):
+    """A set of objects: palette colour and shape index of each (K,) int."""
+    colours: np.ndarray
+    shapes: np.ndarray
 
 
 def detect_objects(video: torch.Tensor) -> Detections:
@@ -82,24 +95,29 @@ def detect_objects(video: torch.Tensor) -> Detections:
     return Detections(present, centroids, shapes, areas)
 
 
-def reference_objects(reference, video: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """(palette colours, shapes) the video must keep showing, from a VideoTruth, a frame / video, or None."""
+def reference_objects(reference, video: torch.Tensor, found: Detections | None = None) -> Objects:
+    """The objects the video must keep showing: from a VideoTruth, an Objects set, a frame / video (its first
+    frame's detections), or None (the video's own first frame; `found` = its detections, if already made)."""
     if isinstance(reference, VideoTruth):
-        return np.asarray(reference.colours), np.asarray(reference.shapes)
-    frame = video[:, :1] if reference is None else reference
-    frame = frame.unsqueeze(1) if frame.dim() == 3 else frame[:, :1]                   # (3, 1, H, W)
-    first = detect_objects(frame)
+        return Objects(np.asarray(reference.colours), np.asarray(reference.shapes))
+    if isinstance(reference, Objects):
+        return Objects(np.asarray(reference.colours, dtype=int), np.asarray(reference.shapes, dtype=int))
+    if reference is None and found is not None:
+        first = found
+    else:
+        frame = video[:, :1] if reference is None else reference
+        first = detect_objects(frame.unsqueeze(1) if frame.dim() == 3 else frame[:, :1])   # (3, 1, H, W)
     colours = np.flatnonzero(first.present[0])
-    return colours, first.shapes[0, colours]
+    return Objects(colours, first.shapes[0, colours])
 
 
-def frame_persistence(video: torch.Tensor, reference=None) -> np.ndarray:
+def frame_persistence(video: torch.Tensor, reference=None, found: Detections | None = None) -> np.ndarray:
     """(T,) bool: every reference object present, same colour and shape (or excused by occlusion), nothing else.
 
-    reference: the video's VideoTruth, a (3, H, W) frame or (3, T, H, W) video whose first frame lists the
-    objects, or None for the video's own first frame."""
-    colours, shapes = reference_objects(reference, video)
-    found = detect_objects(video)
+    reference: the video's VideoTruth, an Objects set, a (3, H, W) frame or (3, T, H, W) video whose first frame
+    lists the objects, or None for the video's own first frame. found: detect_objects(video), if already made."""
+    found = detect_objects(video) if found is None else found
+    colours, shapes = reference_objects(reference, video, found)
     radius = object_radius(video.shape[-1])
     nominal = np.array([4, math.pi, 2])[shapes] * radius ** 2                      # (K,) square, circle, diamond area
     extra = np.delete(found.present, colours, axis=1).any(1)                       # (T,) a colour not expected
@@ -140,21 +158,24 @@ def frame_persistence(video: torch.Tensor, reference=None) -> np.ndarray:
     return (ok | excused).all(1) & ~extra
 
 
-def frame_moves(video: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Judge every frame-to-frame centroid move of a colour with no other object close by (in both frames):
-    (plausible (T, P), judged (T, P)) bool; row t is the move from frame t-1 to frame t (row 0 is never judged)."""
-    found = detect_objects(video)
-    resolution = video.shape[-1]
-    radius = object_radius(resolution)
-    centroids = found.centroids                                                       # (T, P, 2)
-    gaps = np.linalg.norm(centroids[:, :, None] - centroids[:, None], axis=-1)       # (T, P, P)
+def isolated(found: Detections, resolution: int) -> np.ndarray:
+    """(T, P) bool: that colour is seen, and no other colour's centroid is close enough to overlap it."""
+    gaps = np.linalg.norm(found.centroids[:, :, None] - found.centroids[:, None], axis=-1)   # (T, P, P)
     gaps = np.nan_to_num(gaps, nan=np.inf)
     gaps[:, np.arange(len(PALETTE)), np.arange(len(PALETTE))] = np.inf
-    alone = gaps.min(2) >= TOUCH_DISTANCE * radius                                    # (T, P) nothing overlaps it
+    return found.present & (gaps.min(2) >= TOUCH_DISTANCE * object_radius(resolution))
+
+
+def frame_moves(video: torch.Tensor, found: Detections | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Judge every frame-to-frame centroid move of a colour with no other object close by (in both frames):
+    (plausible (T, P), judged (T, P)) bool; row t is the move from frame t-1 to frame t (row 0 is never judged)."""
+    found = detect_objects(video) if found is None else found
+    resolution = video.shape[-1]
+    alone = isolated(found, resolution)                                               # (T, P) nothing overlaps it
     judged = np.zeros_like(found.present)
-    judged[1:] = found.present[1:] & found.present[:-1] & alone[1:] & alone[:-1]
+    judged[1:] = alone[1:] & alone[:-1]
     step = np.zeros(found.present.shape)
-    step[1:] = np.nan_to_num(np.linalg.norm(centroids[1:] - centroids[:-1], axis=-1))   # (T, P) pixels
+    step[1:] = np.nan_to_num(np.linalg.norm(found.centroids[1:] - found.centroids[:-1], axis=-1))   # (T, P) pixels
     plausible = judged & (step <= max_speed(resolution) + MOTION_TOLERANCE)
     return plausible, judged
 
@@ -169,15 +190,84 @@ def per_window(values: np.ndarray, counts: np.ndarray | None = None) -> np.ndarr
         return totals / weights
 
 
-def object_persistence(video: torch.Tensor, reference=None) -> np.ndarray:
+def object_persistence(video: torch.Tensor, reference=None, found: Detections | None = None) -> np.ndarray:
     """Per 16-frame window: fraction of frames passing frame_persistence (see there for `reference`)."""
-    return per_window(frame_persistence(video, reference))
+    return per_window(frame_persistence(video, reference, found))
 
 
-def motion_plausibility(video: torch.Tensor) -> np.ndarray:
+def motion_plausibility(video: torch.Tensor, found: Detections | None = None) -> np.ndarray:
     """Per 16-frame window: fraction of judged moves within the speed limit (nan: no move could be judged)."""
-    plausible, judged = frame_moves(video)
+    plausible, judged = frame_moves(video, found)
     return per_window(plausible, judged)
+
+
+# ------------------------------------------------------------------------------- reference-free and against truth
+
+def modal_objects(video: torch.Tensor, found: Detections | None = None) -> Objects:
+    """The video's own object set: every colour seen in at least half of its frames, with the shape it shows most
+    often while it stands alone (partly covered sightings look like other shapes); if it is never alone, in its
+    least covered sightings (area within 10% of its largest). A colour switching halfway is in the set twice or
+    not at all: either way no frame holds the set."""
+    found = detect_objects(video) if found is None else found
+    colours = np.flatnonzero(found.present.mean(0) >= 0.5)
+    alone = isolated(found, video.shape[-1])
+    shapes = []
+    for c in colours:
+        whole = alone[:, c] if alone[:, c].any() else found.areas[:, c] >= 0.9 * found.areas[:, c].max()   # (T,)
+        shapes.append(np.bincount(found.shapes[whole, c], minlength=len(SHAPES)).argmax())   # ties: the lower index
+    return Objects(colours, np.asarray(shapes, dtype=int))
+
+
+def object_consistency(video: torch.Tensor, found: Detections | None = None) -> np.ndarray:
+    """Per 16-frame window: fraction of frames holding exactly the video's modal objects (frame_persistence
+    against modal_objects, occlusion excused as there). A video with no modal object scores 0: an empty video
+    would keep "every" object trivially, and the generator always draws at least one."""
+    found = detect_objects(video) if found is None else found
+    objects = modal_objects(video, found)
+    if len(objects.colours) == 0:
+        return per_window(np.zeros(video.shape[1], dtype=bool))
+    return object_persistence(video, objects, found)
+
+
+def true_masks(truth: VideoTruth) -> np.ndarray:
+    """(T, K, H, W) bool: the pixels each object would cover if it were drawn alone."""
+    return np.stack([shape_mask(truth.positions[:, k], int(truth.shapes[k]), float(truth.radius[k]), truth.resolution)
+                     for k in range(len(truth.colours))], axis=1)
+
+
+def trajectory_hits(video: torch.Tensor, truth: VideoTruth, found: Detections | None = None):
+    """Each true object in each frame where no other true object overlaps it (a correct video shows it whole):
+    is its colour seen with its shape, and how far is that colour's centroid from the object's?
+
+    The object's position is the centroid of its own rendered pixels (within a fraction of a pixel of
+    truth.positions), which is what detect_objects measures on it: ground truth scores exactly 0 px.
+    Returns (errors (T, K) float pixels, nan unless a hit; hit (T, K) bool; judged (T, K) bool)."""
+    found = detect_objects(video) if found is None else found
+    masks = true_masks(truth)                                                         # (T, K, H, W)
+    overlapped = (masks & (masks.sum(1, keepdims=True) > 1)).any((2, 3))             # (T, K) shares a pixel
+    centre = np.arange(truth.resolution, dtype=np.float32) + 0.5                      # pixel centres, as detected
+    area = masks.sum((2, 3))                                                          # (T, K) never 0: r > 1 px
+    truth_at = np.stack([(masks.sum(3) * centre).sum(2) / area, (masks.sum(2) * centre).sum(2) / area], -1)
+    colours, shapes = np.asarray(truth.colours), np.asarray(truth.shapes)
+    judged = ~overlapped
+    hit = judged & found.present[:, colours] & (found.shapes[:, colours] == shapes)   # (T, K)
+    distance = np.linalg.norm(found.centroids[:, colours] - truth_at, axis=-1)        # (T, K), nan if unseen
+    return np.where(hit, distance, np.nan), hit, judged
+
+
+def trajectory_error(video: torch.Tensor, truth: VideoTruth, found: Detections | None = None):
+    """Per 16-frame window: (mean pixel error of the hits, share of judged sightings missed); nan where none.
+    A missed object has no position to measure, so it counts in the miss rate and not in the error."""
+    errors, hit, judged = trajectory_hits(video, truth, found)
+    return per_window(np.nan_to_num(errors), hit), per_window(judged & ~hit, judged)
+
+
+def object_histograms(objects: Objects) -> dict[str, np.ndarray]:
+    """Histograms of one video's objects: its object count (one-hot over 0..len(PALETTE)), and how many of its
+    objects have each colour and each shape. Summed over videos, they are the distributions diversity compares."""
+    colours, shapes = np.asarray(objects.colours, dtype=int), np.asarray(objects.shapes, dtype=int)
+    return dict(count=np.bincount([len(colours)], minlength=len(PALETTE) + 1),
+                colour=np.bincount(colours, minlength=len(PALETTE)), shape=np.bincount(shapes, minlength=len(SHAPES)))
 
 
 if __name__ == "__main__":
@@ -187,9 +277,12 @@ if __name__ == "__main__":
     video, truth = make_synthetic_video(0, frames=128, resolution=32)
     print("ground truth        persistence", np.round(object_persistence(video, truth), 2))
     print("ground truth        motion     ", np.round(motion_plausibility(video), 2))
+    print("ground truth        consistency", np.round(object_consistency(video), 2))
+    print("ground truth        trajectory ", np.round(trajectory_error(video, truth)[0], 2), "px")
     rest = slice(1, None)                                                             # every object but the first
     fewer = replace(truth, positions=truth.positions[:, rest], velocities=truth.velocities[rest],
                     colours=truth.colours[rest], shapes=truth.shapes[rest], radius=truth.radius[rest])
     removed = video.clone()
     removed[:, 64:] = render(fewer)[:, 64:]                                           # object 0 gone halfway
     print("object 0 removed    persistence", np.round(object_persistence(removed, truth), 2))
+    print("object 0 removed    missed     ", np.round(trajectory_error(removed, truth)[1], 2))

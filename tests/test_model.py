@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from mebt.baselines import AutoregressiveBaseline, FullAttentionBaseline
+from mebt.baselines import AutoregressiveBaseline, FullAttentionBaseline, KVCache
 from mebt.config import ModelConfig, get_preset
-from mebt.model import MeBT, masked_token_loss, set_materialize
+from mebt.model import MeBT, check_indices, masked_token_loss, set_materialize
 
 V = 64   # vocabulary of the small test models
 
@@ -90,18 +90,12 @@ def test_no_context_ignores_context_layers():
     assert torch.equal(before, model(empty, empty, torch.tensor([[5, 9]])))
 
 
-@pytest.mark.parametrize("bad", ["negative", "too_large", "token", "float", "shape", "batch"])
-def test_bad_positions_raise(bad):
+@pytest.mark.parametrize("bad", ["float", "shape", "batch"])
+def test_bad_split_shapes_raise_in_forward(bad):
     cfg = small_cfg()
     model = MeBT(cfg)
     ctx, cpos, tpos = random_split(cfg, 2, 5, 3)
-    if bad == "negative":
-        cpos[0, 0] = -1
-    elif bad == "too_large":
-        tpos[1, 2] = cfg.n_positions
-    elif bad == "token":
-        ctx[0, 1] = -1   # e.g. decoding's "unknown" marker leaking into the context
-    elif bad == "float":
+    if bad == "float":
         tpos = tpos.float()
     elif bad == "shape":
         ctx = ctx[:, :4]
@@ -109,6 +103,22 @@ def test_bad_positions_raise(bad):
         tpos = tpos[:1]
     with pytest.raises(ValueError, match="context_tokens|context_pos|target_pos"):   # names the argument
         model(ctx, cpos, tpos)
+
+
+@pytest.mark.parametrize("bad", ["negative", "too_large", "float"])
+def test_bad_values_are_caught_where_they_enter(bad):
+    """forward() reads no values (no host sync per step); check_indices guards the entry points (the token cache,
+    decode's given tokens) with a one-line error instead of a CUDA device assert."""
+    tokens = torch.randint(V, (2, 10), generator=torch.Generator().manual_seed(0))
+    if bad == "negative":
+        tokens[0, 3] = -1   # e.g. decoding's "unknown" marker leaking into the context
+    elif bad == "too_large":
+        tokens[1, 2] = V
+    else:
+        tokens = tokens.float()
+    with pytest.raises(ValueError, match="tokens_train.pt"):
+        check_indices("tokens_train.pt", tokens, V, "codebook indices")
+    check_indices("tokens_train.pt", torch.randint(V, (2, 10)).to(torch.int16), V, "codebook indices")   # compact ok
 
 
 # ---------------------------------------------------------------- invariances
@@ -194,8 +204,8 @@ def test_autoregressive_kv_cache_matches_full_forward():
     model = eval_model(AutoregressiveBaseline, shallow_cfg())
     tokens = torch.randint(V, (3, 40), generator=torch.Generator().manual_seed(3))
     full = model(tokens)                                                               # (B, N, V)
-    caches = [{} for _ in model.blocks]
-    stepped = torch.stack([model.step(tokens[:, :i], caches) for i in range(40)], 1)   # one token per call
+    cache = KVCache(model.cfg, 3, "cpu", model.start.dtype)
+    stepped = torch.stack([model(tokens[:, max(i - 1, 0):i], cache) for i in range(40)], 1)   # one token per call
     torch.testing.assert_close(stepped, full, atol=1e-10, rtol=0)
 
 
