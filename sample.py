@@ -50,14 +50,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="video length: a multiple of the tokenizer's temporal factor (4), at most the trained length. "
                         "Default: the trained length. Fewer frames decode faster")
     p.add_argument("--num-samples", type=int, default=8, help="videos to generate in one batch, laid out as a grid")
-    p.add_argument("--steps", type=int, default=32,
+    p.add_argument("--steps", type=int, default=None,
                    help="decoding steps (one model call each); the paper uses 32. Fewer is faster but reveals more tokens "
-                        "per step, each chosen without seeing the others, so videos get less consistent")
+                        "per step, each chosen without seeing the others, so videos get less consistent. "
+                        "Default: the checkpoint's config")
     p.add_argument("--temperature", type=float, default=1.0,
                    help="token sampling temperature; below 1 gives safer, less varied videos; 0 = greedy")
     p.add_argument("--top-k", type=int, default=None,
-                   help="sample only among the k most likely tokens (the authors use 32 at 128 frames); "
-                        "default: the whole codebook")
+                   help="the main decoding steps sample only among the k most likely tokens (the authors use 32 at "
+                        "128 frames; bootstrap and revise always sample the whole codebook); default: the whole codebook")
     p.add_argument("--context-temperature", type=float, default=None,
                    help="Gumbel noise on which tokens are kept each step, annealed to 0 (paper: 4 at 128 frames, "
                         "8 at 16); higher = closer to random order, more diverse. Low values keep the likeliest token "
@@ -217,7 +218,10 @@ def sample(args: argparse.Namespace) -> Samples:
     flags = dict(steps=args.steps, context_temperature=args.context_temperature, bootstrap=args.bootstrap,
                  revise=args.revise, revise_temperature=args.revise_temperature)
     settings.update({name: value for name, value in flags.items() if value is not None})
-    print(f"decoding {B} sample(s) of {frames} frames = {grid[0]}x{h}x{w} tokens in {args.steps} steps on {device}")
+    calls = settings["bootstrap"] + settings["steps"] + 2 * settings["revise"]   # at most: the loop may stop early
+    print(f"decoding {B} sample(s) of {frames} frames = {grid[0]}x{h}x{w} tokens in up to {calls} model calls "
+          f"({settings['bootstrap']} bootstrap + {settings['steps']} steps + {settings['revise']} revise rounds x 2) "
+          f"on {device}")
     start = time.time()
     generator = torch.Generator(device).manual_seed(args.seed)   # all of decoding's randomness: reproducible
     tokens = decode(model, B, grid, temperature=args.temperature, top_k=args.top_k, given=given, generator=generator,

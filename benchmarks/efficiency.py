@@ -40,6 +40,8 @@ WIDTHS = ("tiny", "paper")
 FRAMES = (16, 32, 64, 128, 256)
 MASK_RATIO = 0.5                  # the bidirectional models' training step: half the tokens are targets
 DECODE_STEPS = 32                 # K, MeBT's decoding steps for one whole video
+# the main loop alone (no bootstrap, no revise: K calls); `bench.py throughput` times a preset's full decoding
+LOOP_ONLY = dict(context_temperature=1.0, bootstrap=0, revise=0, revise_temperature=1.0)
 CPU_BUDGET = dict(flops=1.5e11, saved_bytes=2 * 2**30)   # a few seconds a step on one core, a few GB at most
 CUDA_BUDGET = dict(flops=3e14, memory_fraction=0.5)      # seconds a step; saved activations <= half the GPU
 QUICK_FRAMES = 32                 # --quick times the tiny width up to this length
@@ -86,8 +88,8 @@ def time_generation(name: str, model: torch.nn.Module, cfg: ModelConfig, device:
     model.eval()
     generator = torch.Generator(device).manual_seed(0)
     if name == "mebt":
-        warm_up = lambda: decode(model, 1, cfg.grid, steps=1)                             # one call on every target
-        run = lambda: decode(model, 1, cfg.grid, steps=DECODE_STEPS, generator=generator)
+        warm_up = lambda: decode(model, 1, cfg.grid, steps=1, **LOOP_ONLY)                # one call on every target
+        run = lambda: decode(model, 1, cfg.grid, steps=DECODE_STEPS, generator=generator, **LOOP_ONLY)
     else:
         warm_up = lambda: model.generate(1, AR_WARMUP_TOKENS)
         run = lambda: model.generate(1, math.prod(cfg.grid), generator=generator)

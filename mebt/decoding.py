@@ -14,10 +14,15 @@ places left for objects are scattered holes: samples come out nearly empty. A la
 (the tiny preset uses 1000) makes the order random: the model was trained on random masks, and a perfect
 model revealing one token per step would then draw exact samples.
 
+The decoding settings (steps, context temperature, bootstrap, revise rounds and temperature) have no defaults
+here: they are tuned per preset and stored with every checkpoint (TrainConfig.sample_*), and a default in this
+file would silently decode a model with another preset's settings. mebt.pipeline.sampling_settings turns a
+config into the keyword arguments.
+
 Try it (an untrained model, so the tokens are noise; it shows the loop runs):
-    python -c "import torch; from mebt.config import ModelConfig; from mebt.model import MeBT; \
-from mebt.decoding import decode; cfg = ModelConfig(grid=(4, 8, 8)); \
-print(decode(MeBT(cfg), 2, (4, 8, 8), steps=8, progress=True).shape)"
+    python -c "import torch; from mebt.config import ModelConfig, TrainConfig; from mebt.model import MeBT; \
+from mebt.decoding import decode; from mebt.pipeline import sampling_settings; cfg = ModelConfig(grid=(4, 8, 8)); \
+print(decode(MeBT(cfg), 2, (4, 8, 8), progress=True, **sampling_settings(TrainConfig(), 256)).shape)"
 """
 from __future__ import annotations
 
@@ -26,6 +31,8 @@ import math
 import torch
 import torch.nn as nn
 from tqdm import tqdm
+
+from mebt.model import check_indices
 
 
 def cosine_schedule(n: int, steps: int) -> list[int]:
@@ -94,30 +101,41 @@ def _sample(logits: torch.Tensor, temperature: float, top_k: int | None, generat
     return tokens, log_p
 
 
-def decode(model: nn.Module, batch_size: int, grid: tuple[int, int, int], steps: int = 32,
-           temperature: float = 1.0, top_k: int | None = None, context_temperature: float = 4.0,
-           bootstrap: int = 0, revise: int = 0, revise_temperature: float = 0.7,
-           given: torch.Tensor | None = None, generator: torch.Generator | None = None,
-           device: torch.device | str | None = None, return_history: bool = False, progress: bool = False):
+def _resolve(device: torch.device | str) -> torch.device:
+    """torch.device with its index filled in: plain "cuda" means the current CUDA device."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def decode(model: nn.Module, batch_size: int, grid: tuple[int, int, int], *, steps: int,
+           context_temperature: float, bootstrap: int, revise: int, revise_temperature: float,
+           temperature: float = 1.0, top_k: int | None = None, given: torch.Tensor | None = None,
+           generator: torch.Generator | None = None, device: torch.device | str | None = None,
+           return_history: bool = False, progress: bool = False):
     """Iterative masked decoding of a (t, h, w) token grid.
 
     Args:
       model: any nn.Module with forward(context_tokens (B, Nc), context_pos (B, Nc), target_pos (B, Nm))
         -> logits (B, Nm, V); run in eval mode without gradients, its training flag restored afterwards.
+        With a `cfg` (MeBT, the baselines) the grid and `given` are checked against its positions and vocabulary.
       batch_size: B, number of grids to generate.
       grid: (t, h, w); positions are flat indices (ti*h + hi)*w + wi into it.
       steps: K, number of main-loop steps; the masked count follows cosine_schedule(n_unknown, K).
-      temperature: token sampling temperature (0 = argmax).
-      top_k: if set, sample only among the k most likely tokens.
       context_temperature: tau_0; targets are kept by log p(token) + tau_0 * (1 - k/K) * Gumbel noise.
       bootstrap: steps before the main loop that each reveal one random unknown token sampled from the model
         (all unknown positions are the targets, as in training).
       revise: draft-and-revise rounds after the main loop; each splits the non-given positions randomly into
         two halves and resamples each half given everything else.
       revise_temperature: sampling temperature of the revise passes.
+      temperature: token sampling temperature of the bootstrap and main loop (0 = argmax; 1 = the model's own).
+      top_k: if set, the main loop samples only among the k most likely tokens; bootstrap and revise sample
+        from the whole distribution (as the authors do: top-k there would only sharpen what the loop revisits).
       given: optional (B, t*h*w) long of known tokens, -1 = unknown. Known tokens are context from the start
         and never change; every sample must have the same number of them.
-      generator: optional torch.Generator on the decoding device, for reproducible samples.
+      generator: optional torch.Generator on the decoding device (the same device, index included), for
+        reproducible samples.
       device: where to decode; default: the model's device.
       return_history: also return the step at which each position was revealed.
       progress: show a tqdm bar over the model calls.
@@ -142,10 +160,14 @@ def decode(model: nn.Module, batch_size: int, grid: tuple[int, int, int], steps:
     if device is None:
         param = next(model.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
-    device = torch.device(device)
-    if generator is not None and generator.device.type != device.type:
+    device = _resolve(device)
+    if generator is not None and _resolve(generator.device) != device:   # cuda:1 is not cuda:0
         raise ValueError(f"generator is on {generator.device} but decoding runs on {device}: create it there")
     B, N = batch_size, math.prod(grid)
+    cfg = getattr(model, "cfg", None)
+    if cfg is not None and N > cfg.n_positions:
+        raise ValueError(f"grid={tuple(grid)} has {N} positions, the model's grid {tuple(cfg.grid)} only "
+                         f"{cfg.n_positions}")
 
     if given is None:
         tokens = torch.full((B, N), -1, dtype=torch.long, device=device)   # (B, N), -1 = not yet known
@@ -155,6 +177,8 @@ def decode(model: nn.Module, batch_size: int, grid: tuple[int, int, int], steps:
                              f"got {given.dtype} {tuple(given.shape)}")
         if (given < -1).any():
             raise ValueError("given: token indices must be >= 0, or -1 for unknown")
+        if cfg is not None:   # checked here, once: the model itself never reads values back (no host sync)
+            check_indices("given", given.clamp_min(0), cfg.vocab_size, "codebook indices (or -1 for unknown)")
         tokens = given.to(device=device, dtype=torch.long).clone()
     is_given = tokens >= 0                                       # (B, N) never resampled
     n_given = is_given.sum(dim=1)                                # (B,)
@@ -180,7 +204,7 @@ def decode(model: nn.Module, batch_size: int, grid: tuple[int, int, int], steps:
                 step += 1
                 target_pos, logits = _predict(model, tokens, tokens >= 0)                 # (B, m), (B, m, V)
                 pick = torch.randint(target_pos.shape[1], (B, 1), generator=generator, device=device)  # (B, 1)
-                sampled, _ = _sample(logits[rows, pick], temperature, top_k, generator, device)  # (B, 1)
+                sampled, _ = _sample(logits[rows, pick], temperature, None, generator, device)   # (B, 1)
                 pos = target_pos.gather(1, pick)                                           # (B, 1)
                 tokens.scatter_(1, pos, sampled)
                 history.scatter_(1, pos, step)
@@ -206,7 +230,7 @@ def decode(model: nn.Module, batch_size: int, grid: tuple[int, int, int], steps:
                 in_context = torch.ones(B, N, dtype=torch.bool, device=device)
                 in_context.scatter_(1, halves[half], False)                               # this half is masked
                 target_pos, logits = _predict(model, tokens, in_context)
-                sampled, _ = _sample(logits, revise_temperature, top_k, generator, device)
+                sampled, _ = _sample(logits, revise_temperature, None, generator, device)
                 tokens.scatter_(1, target_pos, sampled)
                 bar.update()
     finally:

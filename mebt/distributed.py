@@ -6,7 +6,8 @@ A plain `python train.py` is a single process, rank 0 of 1, with no process grou
 
 Resumable randomness: every training step draws its randomness from generators seeded by
 (seed, step, rank) alone, so a run resumed at step s makes exactly the draws the uninterrupted run
-made at step s, and every rank draws a different shard of data.
+made at step s, and every rank draws a different shard of data. What must agree across ranks (the
+window length T of a step: every rank waits for the slowest) comes from shared_generator(seed, step).
 
 Try it (two CPU processes that agree on a flag):
     torchrun --nproc_per_node=2 -m mebt.distributed
@@ -64,15 +65,17 @@ def teardown(d: Dist) -> None:
         dist.destroy_process_group()
 
 
-def wrap(model: nn.Module, d: Dist, find_unused_parameters: bool = False) -> nn.Module:
+def wrap(model: nn.Module, d: Dist, broadcast_buffers: bool = True) -> nn.Module:
     """DDP averages gradients across ranks during backward(); a single process trains the model as is.
 
-    find_unused_parameters: set it when some steps skip layers (MeBT skips its cross-attention layers
-    when a batch has no context tokens), so DDP does not wait forever for their gradients."""
+    Every parameter takes part in every step (training never has an empty context, see mebt.masking), so DDP
+    runs without find_unused_parameters, which would walk the autograd graph after every forward.
+    broadcast_buffers=False: the module keeps its buffers equal on every rank itself (the tokenizer's EMA
+    codebook is all-reduced by the quantizer), so DDP need not copy rank 0's buffers before each forward."""
     if not d.enabled:
         return model
     return DistributedDataParallel(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None,
-                                   find_unused_parameters=find_unused_parameters)
+                                   broadcast_buffers=broadcast_buffers)
 
 
 def any_rank(flags: list[bool], d: Dist) -> list[bool]:
@@ -82,6 +85,15 @@ def any_rank(flags: list[bool], d: Dist) -> list[bool]:
     t = torch.tensor([float(f) for f in flags], device=d.device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return [bool(v) for v in t.tolist()]
+
+
+def max_across(t: torch.Tensor, d: Dist) -> torch.Tensor:
+    """The elementwise max of a device tensor over ranks, computed on the device (nothing is read back)."""
+    if not d.enabled:
+        return t
+    t = t.clone()
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t
 
 
 def sum_across(values: list[float], d: Dist) -> list[float]:
@@ -110,6 +122,14 @@ def step_generator(seed: int, step: int, rank: int = 0, device: str | torch.devi
     np.random.seed(int(global_seed))
     random.seed(int(global_seed))
     return torch.Generator(device).manual_seed(int(data_seed))
+
+
+def shared_generator(seed: int, step: int) -> torch.Generator:
+    """A CPU generator seeded by (seed, step) only: the same draws on every rank (e.g. the step's window length).
+
+    Its stream differs from every rank's step_generator stream (a two-number seed sequence, not three)."""
+    (shared_seed,) = np.random.SeedSequence([seed, step]).generate_state(1)
+    return torch.Generator().manual_seed(int(shared_seed))
 
 
 def rng_state() -> dict:

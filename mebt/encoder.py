@@ -27,11 +27,13 @@ class LatentEncoder(nn.Module):
             Block(cfg.d_model, cfg.n_heads, cfg.mlp_ratio, cfg.dropout, materialize) for _ in self.kinds)
 
     def forward(self, context: torch.Tensor) -> torch.Tensor:
-        """context (B, Nc, d) embeddings of the visible tokens (Nc may be 0) -> latents (B, L, d)."""
+        """context (B, Nc, d) embeddings of the visible tokens -> latents (B, L, d).
+
+        Training always leaves Nc >= 1 (mebt.masking). Decoding starts from Nc = 0: a cross layer then reads
+        nothing (attention over no keys is 0 in every backend: CUDA's fused kernels refuse empty keys and fall
+        back to the math path) and only its projection bias and MLP act. No branch on Nc: the same layers run
+        for every split, so DDP sees every parameter used and torch.compile one graph for every Nc."""
         latents = self.latents.expand(context.shape[0], -1, -1)   # (B, L, d): same start for every sample
         for kind, layer in zip(self.kinds, self.layers):
-            if kind == "self":
-                latents = layer(latents, latents)
-            elif context.shape[1] > 0:   # "cross" with nothing visible has nothing to read: skip it
-                latents = layer(latents, context)
+            latents = layer(latents, latents if kind == "self" else context)
         return latents

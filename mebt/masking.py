@@ -1,7 +1,8 @@
 """Training-time masking: split each sample's token positions into a context set and a target set.
 
 DESIGN.md §3. One mask ratio r is drawn per batch; per sample a random permutation of its N positions
-puts the first N - ceil(r*N) in the context (visible) and the rest in the targets (to predict).
+puts the first N - ceil(r*N) in the context (visible) and the rest in the targets (to predict), with at least
+two positions on each side: training never shows the model an empty context.
 Every sample has the same (Nc, Nm), so a batch is two plain (B, n) index tensors: no padding.
 
 Try it:
@@ -15,6 +16,7 @@ import math
 import torch
 
 SCHEDULES = ("uniform", "cosine")
+MIN_SIDE = 2   # fewest positions on either side of a split, context or targets (see num_masked)
 
 
 def mask_ratio(schedule: str, generator: torch.Generator | None = None) -> float:
@@ -36,10 +38,17 @@ def mask_ratio(schedule: str, generator: torch.Generator | None = None) -> float
 
 
 def num_masked(ratio: float, n: int) -> int:
-    """ceil(ratio * n) clamped to [1, n]: there is always at least one target to learn from."""
+    """ceil(ratio * n) clamped to [MIN_SIDE, n - MIN_SIDE]: at least two targets and two context tokens.
+
+    Never an empty context: the encoder's cross layers would have nothing to read, and under DDP their
+    gradients would arrive from some ranks only (find_unused_parameters on every step to survive it).
+    Never a side of one either: torch.compile specialises sizes 0 and 1, so with both sides >= 2 a single
+    graph with symbolic sizes serves every training step."""
+    if n < 2 * MIN_SIDE:
+        raise ValueError(f"num_masked: a split needs at least {2 * MIN_SIDE} positions, got {n}")
     # r*n in floating point can land a hair above an integer (0.3 * 10 = 3.0000000000000004);
     # the small offset keeps that from rounding up to the next count.
-    return min(max(math.ceil(ratio * n - 1e-9), 1), n)
+    return min(max(math.ceil(ratio * n - 1e-9), MIN_SIDE), n - MIN_SIDE)
 
 
 def sample_split(positions: torch.Tensor, schedule: str, generator: torch.Generator | None = None,
@@ -54,12 +63,13 @@ def sample_split(positions: torch.Tensor, schedule: str, generator: torch.Genera
 
     Returns:
       context_pos: (B, N - Nm) long, the first positions of each sample's random permutation.
-      target_pos: (B, Nm) long, the rest; Nm = ceil(r * N) clamped to [1, N].
+      target_pos: (B, Nm) long, the rest; Nm = ceil(r * N) clamped to [2, N - 2] (see num_masked).
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"mask schedule {schedule!r}: expected one of {', '.join(SCHEDULES)}")
-    if positions.dim() != 2 or positions.shape[0] == 0 or positions.shape[1] == 0:
-        raise ValueError(f"positions must be a non-empty (B, N) tensor, got shape {tuple(positions.shape)}")
+    if positions.dim() != 2 or positions.shape[0] == 0 or positions.shape[1] < 2 * MIN_SIDE:
+        raise ValueError(f"positions must be a non-empty (B, N >= {2 * MIN_SIDE}) tensor, got shape "
+                         f"{tuple(positions.shape)}")
     if ratio is not None and not 0.0 <= ratio <= 1.0:
         raise ValueError(f"ratio={ratio}: expected a mask ratio in [0, 1]")
     B, N = positions.shape

@@ -47,10 +47,13 @@ class PositionalEmbedding(nn.Module):
 
 
 def check_indices(name: str, values: torch.Tensor, size: int, what: str) -> None:
-    """One-line ValueError unless `values` are integers in [0, size): catches bad input before a CUDA device assert."""
-    if values.dtype not in (torch.int32, torch.int64):
+    """One-line ValueError unless `values` are integers in [0, size): catches bad input before a CUDA device assert.
+
+    Reads two numbers back from the device (a host sync): call it where data enters (the token cache, decode's
+    given tokens), never inside a training step."""
+    if values.dtype.is_floating_point or values.dtype.is_complex or values.dtype == torch.bool:
         raise ValueError(f"{name}: expected an integer tensor of {what}, got dtype {values.dtype}")
-    if values.device.type == "meta" or values.numel() == 0:   # meta tensors have no values to check
+    if values.numel() == 0:
         return
     lo, hi = (int(v) for v in torch.aminmax(values))   # one pass, one host sync
     if lo < 0 or hi >= size:
@@ -59,15 +62,18 @@ def check_indices(name: str, values: torch.Tensor, size: int, what: str) -> None
 
 def check_split(context_tokens: torch.Tensor, context_pos: torch.Tensor, target_pos: torch.Tensor,
                 cfg: ModelConfig) -> None:
-    """Shape/range checks shared by MeBT and the full-attention baseline (one-line ValueErrors)."""
+    """Shape and dtype checks shared by MeBT and the full-attention baseline (one-line ValueErrors).
+
+    Only metadata is read, never values: no host sync, and no graph break under torch.compile. The values are
+    checked once where they enter (check_indices): the token cache in training, `given` in decode."""
     if context_tokens.shape != context_pos.shape or context_pos.dim() != 2:
         raise ValueError(f"context_tokens {tuple(context_tokens.shape)} and context_pos {tuple(context_pos.shape)} "
                          "must both be (B, Nc)")
     if target_pos.dim() != 2 or target_pos.shape[0] != context_pos.shape[0]:
         raise ValueError(f"target_pos {tuple(target_pos.shape)} must be (B, Nm) with the context's B={context_pos.shape[0]}")
-    check_indices("context_tokens", context_tokens, cfg.vocab_size, "codebook indices")
-    check_indices("context_pos", context_pos, cfg.n_positions, f"flat positions in the grid {tuple(cfg.grid)}")
-    check_indices("target_pos", target_pos, cfg.n_positions, f"flat positions in the grid {tuple(cfg.grid)}")
+    for name, t in (("context_tokens", context_tokens), ("context_pos", context_pos), ("target_pos", target_pos)):
+        if t.dtype not in (torch.int32, torch.int64):   # embedding tables take these two only
+            raise ValueError(f"{name}: expected an int32/int64 tensor of indices, got dtype {t.dtype}")
 
 
 class SplitEmbedding(nn.Module):
@@ -114,8 +120,11 @@ def optim_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def masked_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """logits (B, Nm, V), targets (B, Nm) codebook indices -> mean cross-entropy over the targets."""
-    return F.cross_entropy(logits.flatten(0, 1), targets.flatten())   # autocast runs this in float32
+    """logits (B, Nm, V), targets (B, Nm) codebook indices -> mean cross-entropy over the targets, in float32.
+
+    Under --dtype bf16 the logits arrive in bfloat16 (the loss is computed outside autocast); cross-entropy on them
+    would be bfloat16 too, with ~3 significant digits. Upcast first: the loss and its gradient stay fp32."""
+    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
 
 
 class MeBT(nn.Module):

@@ -51,11 +51,12 @@ def refuse_overwrite(path: str, resume: bool) -> None:
 
 
 def autocast(device: torch.device, dtype: str):
-    """bf16 autocast on CUDA (matmuls in bf16, losses and optimiser state in fp32); fp32 is a no-op."""
+    """bf16 autocast on CUDA or CPU (matmuls and attention in bf16; weights, optimiser state and the loss stay
+    fp32, see masked_token_loss); fp32 is a no-op."""
     if dtype == "bf16":
-        if device.type != "cuda":
-            raise ValueError("--dtype bf16 needs a CUDA device; on CPU use --dtype fp32")
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+        if device.type not in ("cuda", "cpu"):
+            raise ValueError(f"--dtype bf16 runs on cuda or cpu, not {device.type}; use --dtype fp32")
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 

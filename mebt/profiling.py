@@ -15,7 +15,6 @@ Try it:
 """
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
@@ -25,6 +24,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from mebt.config import ModelConfig
+from mebt.masking import num_masked
 from mebt.model import masked_token_loss
 
 Batch = tuple[tuple[torch.Tensor, ...], torch.Tensor]   # (model inputs, target tokens)
@@ -92,6 +92,14 @@ def count_train_step(model: nn.Module, make_batch: Callable[[torch.device], Batc
     return dict(flops=int(counter.get_total_flops()), saved_bytes=int(sum(saved.values())))
 
 
+def count_forward(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> int:
+    """FLOPs of one forward pass without gradients (a decoding call): model(*inputs) under FlopCounterMode."""
+    counter = FlopCounterMode(display=False, custom_mapping=CPU_FLASH_FLOPS)
+    with torch.no_grad(), counter, FusedAttentionOnMeta():
+        model(*inputs)
+    return int(counter.get_total_flops())
+
+
 def masked_batch(cfg: ModelConfig, latent_frames: int, batch_size: int = 1, mask_ratio: float = 0.5,
                  seed: int = 0) -> Callable[[torch.device], Batch]:
     """make_batch for MeBT-like models: a clip of `latent_frames` x h x w tokens, ceil(ratio * N) of them masked."""
@@ -99,7 +107,7 @@ def masked_batch(cfg: ModelConfig, latent_frames: int, batch_size: int = 1, mask
     if not 1 <= latent_frames <= t_max:
         raise ValueError(f"masked_batch: latent_frames={latent_frames} must be in [1, {t_max}] (model.grid)")
     n = latent_frames * h * w
-    n_targets = min(max(math.ceil(mask_ratio * n), 1), n)   # the rule masking.sample_split uses
+    n_targets = num_masked(mask_ratio, n)   # the rule masking.sample_split uses
 
     def make_batch(device: torch.device) -> Batch:
         g = torch.Generator().manual_seed(seed)   # drawn on the CPU, then moved: same batch on every device

@@ -7,6 +7,11 @@ Linear weights only), linear warm-up then cosine decay to lr * min_lr_ratio, gra
 Every eval_every steps: held-out cross-entropy at a fixed mask ratio and a fixed seed, and a checkpoint.
 Samples (iterative decoding -> tokenizer -> GIF) every sample_every steps and at the end.
 
+The GPU never waits for the host: a step (train_step) reads no value back from the device. The batch is drawn on
+the CPU and copied from pinned memory without blocking; the loss, the gradient norm and the finiteness check
+stay on the device and are read every LOG_EVERY steps and before every checkpoint. --compile compiles one graph
+with symbolic sizes (T, Nc and Nm change every step) instead of one per shape.
+
 Run it through train.py (needs OUT/tokenizer.pt):
     python train.py --stage transformer --transformer-steps 200 --out-dir /tmp/tok
 """
@@ -24,10 +29,10 @@ from mebt.checkpoint import load_checkpoint, save_checkpoint
 from mebt.config import Config, TrainConfig
 from mebt.curriculum import Curriculum
 from mebt.data import build_dataset
-from mebt.distributed import (Dist, GracefulStop, Stopped, any_rank, barrier, rng_state, set_rng_state,
-                              step_generator, sum_across, wrap)
+from mebt.distributed import (Dist, GracefulStop, Stopped, any_rank, barrier, max_across, rng_state, set_rng_state,
+                              shared_generator, step_generator, sum_across, wrap)
 from mebt.masking import sample_split
-from mebt.model import MeBT, masked_token_loss
+from mebt.model import MeBT, check_indices, masked_token_loss
 from mebt.pipeline import (LossNotFinite, MetricsLog, RunPaths, autocast, check_tokenizer_matches, generate_videos,
                            load_tokenizer, refuse_overwrite, sampling_settings)
 from mebt.token_cache import KIND as CACHE_KIND
@@ -37,7 +42,8 @@ from mebt.video_io import save_filmstrip, save_video
 EVAL_SEED = 1234     # the held-out masks are the same in every run and at every eval: CEs are comparable
 NUM_SAMPLES = 4      # videos per sample GIF (a 2x2 grid)
 SAMPLE_SEED = 0      # the same noise at every sample write, so GIFs over training show the model, not the noise
-LOG_EVERY = 10       # a training line in metrics.jsonl every this many steps (evals always log)
+LOG_EVERY = 10       # a training line in metrics.jsonl every this many steps (evals always log); the host reads the
+                     # device's loss only then, so a GPU step is never stalled waiting for the previous one
 
 
 def lr_at(step: int, tc: TrainConfig) -> float:
@@ -76,7 +82,7 @@ def heldout_cross_entropy(model: MeBT, tokens: torch.Tensor, cfg: Config, dtype:
     model.eval()   # no dropout: the same weights always give the same number
     generator = torch.Generator().manual_seed(EVAL_SEED)
     n, batch = math.prod(cfg.model.grid), cfg.train.batch_size
-    total, count = 0.0, 0
+    total, count = torch.zeros((), dtype=torch.float64, device=dist.device), 0   # summed on the device: one sync
     for index, first in enumerate(range(0, len(tokens), batch)):
         clips = tokens[first:first + batch].long().flatten(1)                       # (b, N) full clips
         positions = torch.arange(n).expand(len(clips), n)                           # (b, N)
@@ -88,10 +94,10 @@ def heldout_cross_entropy(model: MeBT, tokens: torch.Tensor, cfg: Config, dtype:
         with autocast(dist.device, dtype):
             logits = model(clips.gather(1, context_pos).to(dist.device), context_pos.to(dist.device),
                            target_pos.to(dist.device))                              # (b, Nm, V)
-        total += masked_token_loss(logits, targets).item() * targets.numel()        # mean -> sum over targets
+        total += masked_token_loss(logits, targets).double() * targets.numel()      # fp32 mean -> sum over targets
         count += targets.numel()
     model.train(was_training)
-    total, count = sum_across([total, count], dist)
+    total, count = sum_across([total.item(), count], dist)
     return total / max(count, 1)
 
 
@@ -106,8 +112,13 @@ def write_samples(model: MeBT, tokenizer, cfg: Config, samples_dir: str, name: s
     return gif
 
 
-def training_batch(cache: torch.Tensor, step: int, schedule: Curriculum, cfg: Config, generator: torch.Generator):
+def training_batch(cache: torch.Tensor, step: int, schedule: Curriculum, cfg: Config, generator: torch.Generator,
+                   length_generator: torch.Generator):
     """One step's data: random cached clips, the curriculum's window of each, and a random context/target split.
+
+    The window length T is drawn from length_generator, which every rank seeds alike (shared_generator): under DDP
+    each step waits for the slowest rank, so all ranks train on the same T. The clips, window starts and masks
+    come from `generator`, which differs per rank (step_generator).
 
     cache: (num_clips, t_clip, h, w) tokens. A model whose grid is as long as the clip (MeBT) sees each window at
     its absolute positions (the curriculum keeps them, as the authors do). A model with a shorter grid (t' latent
@@ -116,8 +127,10 @@ def training_batch(cache: torch.Tensor, step: int, schedule: Curriculum, cfg: Co
     to extend when it slides along a long video.
 
     Returns context_tokens (B, Nc), context_pos (B, Nc), target_pos (B, Nm), targets (B, Nm): all long, CPU."""
-    batch_size, (_, h, w) = cfg.train.batch_size, cfg.model.grid
-    positions = schedule.sample_window(step, batch_size, tuple(cache.shape[1:]), generator)   # (B, T*h*w) in the clip
+    batch_size = cfg.train.batch_size
+    length = schedule.sample_length(step, length_generator)                                   # T, equal on all ranks
+    window = Curriculum(length, 1.0, enabled=False)   # a disabled curriculum cuts windows of exactly its t_max
+    positions = window.sample_window(step, batch_size, tuple(cache.shape[1:]), generator)     # (B, T*h*w) in the clip
     clips = torch.randint(len(cache), (batch_size,), generator=generator)                     # (B,)
     clip_tokens = cache[clips].long().flatten(1).gather(1, positions)                         # (B, T*h*w)
     if cfg.model.grid[0] < cache.shape[1]:
@@ -127,6 +140,61 @@ def training_batch(cache: torch.Tensor, step: int, schedule: Curriculum, cfg: Co
     context_slot, target_slot = sample_split(slots, cfg.model.mask_schedule, generator)
     return (clip_tokens.gather(1, context_slot), positions.gather(1, context_slot), positions.gather(1, target_slot),
             clip_tokens.gather(1, target_slot))
+
+
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU tensor on `device`; to CUDA from pinned (page-locked) memory, so the copy does not block the host."""
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch, lr: float, grad_clip: float,
+               device: torch.device, dtype: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step on batch = training_batch(...) (CPU tensors); returns (loss, gradient norm) as 0-dim
+    fp32 tensors on `device`, never read back here: the host can queue the next step while this one runs."""
+    context, context_pos, target_pos, targets = (to_device(t, device) for t in batch)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    with autocast(device, dtype):
+        logits = model(context, context_pos, target_pos)                                  # (B, Nm, V)
+    loss = masked_token_loss(logits, targets)                                              # fp32 under bf16 too
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
+    grad_norm = torch.nn.utils.clip_grad_norm_(parameters, grad_clip)                      # a device tensor
+    optimizer.step()
+    return loss.detach(), grad_norm
+
+
+def compile_model(model: torch.nn.Module, backend: str = "inductor") -> torch.nn.Module:
+    """torch.compile for training, with symbolic sizes (dynamic=True): T, Nc and Nm change every step, and a
+    graph per shape would recompile for most steps. Sizes 0 and 1 would still get graphs of their own; training
+    keeps both Nc and Nm >= 2 (mebt.masking), so one graph serves the whole run (under DDP: one per gradient
+    bucket). backend: tests count graphs with "eager" (the same graphs, no code generation)."""
+    return torch.compile(model, dynamic=True, backend=backend)
+
+
+class NonFiniteWatch:
+    """Remembers, on the device, the first step whose loss or gradient norm was not finite: no host sync per step.
+    check() reads it back (one sync) and raises LossNotFinite; call it before anything is saved."""
+
+    def __init__(self, device: torch.device):
+        self.step = torch.zeros((), dtype=torch.long, device=device)   # 0 = every step so far was finite
+        self.values = torch.zeros(2, device=device)                    # (loss, grad norm) at that step
+
+    def update(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
+        values = torch.stack([loss.float(), grad_norm.float()])           # (2,)
+        first = (self.step == 0) & ~values.isfinite().all()               # () bool: the first bad step
+        self.step = torch.where(first, step, self.step)
+        self.values = torch.where(first, values, self.values)
+
+    def check(self, dist: Dist, kept: str) -> None:
+        step = int(max_across(self.step, dist))   # under DDP a NaN loss anywhere makes every gradient NaN
+        if step:
+            loss, grad_norm = self.values.tolist()
+            what = f"loss became {loss}" if not math.isfinite(loss) else f"gradient norm became {grad_norm}"
+            raise LossNotFinite(f"transformer {what} at step {step}: stopped ({kept}); try a lower --lr")
 
 
 def train_transformer(cfg: Config, out_dir: str, *, data_dir: str | None = None, seed: int = 0,
@@ -144,7 +212,8 @@ def train_transformer(cfg: Config, out_dir: str, *, data_dir: str | None = None,
 
     torch.manual_seed(seed)   # the initial weights depend on --seed only (DDP then copies rank 0's to all ranks)
     raw_model = MeBT(cfg.model).to(device)
-    optimizer = torch.optim.AdamW(raw_model.optim_groups(tc.weight_decay), lr=tc.lr, betas=tuple(tc.betas))
+    optimizer = torch.optim.AdamW(raw_model.optim_groups(tc.weight_decay), lr=tc.lr, betas=tuple(tc.betas),
+                                  fused=device.type == "cuda")   # one kernel for all parameters on a GPU
     start, last_saved = 0, None
     if os.path.exists(paths.mebt):   # --resume (refuse_overwrite passed)
         payload = load_checkpoint(paths.mebt, "mebt")
@@ -165,12 +234,14 @@ def train_transformer(cfg: Config, out_dir: str, *, data_dir: str | None = None,
             return raw_model.eval()
 
     caches = token_caches(cfg, tokenizer, tokenizer_fp, paths, data_dir, dist)
+    for split, tokens in caches.items():   # checked once here: the model reads no values back during a step
+        check_indices(paths.cache(split), tokens, cfg.model.vocab_size, "codebook indices")
     t_max, h, w = cfg.model.grid
     schedule = Curriculum.from_total_steps(t_max, tc.transformer_steps, full_at=tc.curriculum_full_at,
                                            spread=tc.curriculum_spread, enabled=tc.curriculum and curriculum)
-    model = wrap(raw_model, dist, find_unused_parameters=True)   # an all-masked batch skips the cross layers
+    model = wrap(raw_model, dist)
     if compile:
-        model = torch.compile(model)
+        model = compile_model(model)
     log = MetricsLog(paths.metrics, dist.is_main)
     tokenizer_record = {"path": os.path.abspath(paths.tokenizer), "config": tokenizer_cfg.to_dict(),
                         "fingerprint": tokenizer_fp}
@@ -188,47 +259,50 @@ def train_transformer(cfg: Config, out_dir: str, *, data_dir: str | None = None,
               f"{t_max}x{h}x{w} tokens, batch {tc.batch_size} x {dist.world_size} process(es), "
               f"curriculum {'on' if schedule.enabled else 'off'}, steps {start}->{tc.transformer_steps}")
     t0, eval_ce = time.time(), float("nan")
+    watch, tokens_since, tick = NonFiniteWatch(device), 0, time.time()
+
+    def kept() -> str:
+        return f"{paths.mebt} keeps step {last_saved}" if last_saved is not None else "no checkpoint was written yet"
+
     bar = tqdm(total=tc.transformer_steps, initial=start, desc="transformer", disable=not dist.is_main,
                dynamic_ncols=True)
     raw_model.train()
     with GracefulStop() as stop, bar:   # as a context, the bar ends its line before an exception's message
         for step in range(start, tc.transformer_steps):
-            if any_rank([stop.requested], dist)[0]:   # every rank stops at the same step
+            # one process sees its own flag for free; ranks agree by an all-reduce (a sync) every LOG_EVERY steps
+            if (not dist.enabled or step % LOG_EVERY == 0) and any_rank([stop.requested], dist)[0]:
+                watch.check(dist, kept())   # never save weights a non-finite step has touched
                 save(step)
                 raise Stopped(f"transformer stopped at step {step}: saved {paths.mebt}; add --resume to continue")
-            tick = time.time()
-            generator = step_generator(seed, step, dist.rank)   # this step's draws depend on (seed, step, rank) only
-            context, context_pos, target_pos, targets = training_batch(caches["train"], step, schedule, cfg, generator)
+            generator = step_generator(seed, step, dist.rank)   # clips and masks: (seed, step, rank)
+            batch = training_batch(caches["train"], step, schedule, cfg, generator, shared_generator(seed, step))
             lr = lr_at(step, tc)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            with autocast(device, dtype):
-                logits = model(context.to(device), context_pos.to(device), target_pos.to(device))  # (B, Nm, V)
-            loss = masked_token_loss(logits, targets.to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), tc.grad_clip).item()
-            loss_value = loss.item()
-            if any_rank([not (math.isfinite(loss_value) and math.isfinite(grad_norm))], dist)[0]:
-                kept = f"{paths.mebt} keeps step {last_saved}" if last_saved is not None else "no checkpoint was written yet"
-                raise LossNotFinite(f"transformer loss became {loss_value} at step {step + 1}: stopped ({kept}); "
-                                    "try a lower --lr")
-            optimizer.step()
+            loss, grad_norm = train_step(model, optimizer, batch, lr, tc.grad_clip, device, dtype)
+            watch.update(step + 1, loss, grad_norm)
             done = step + 1
-            window_tokens = context_pos.shape[1] + target_pos.shape[1]
-            window = window_tokens // (h * w)                                       # T, latent frames this step
-            tokens_per_s = tc.batch_size * window_tokens * dist.world_size / (time.time() - tick)
+            window_tokens = batch[1].shape[1] + batch[2].shape[1]                  # Nc + Nm = T*h*w
+            tokens_since += tc.batch_size * window_tokens * dist.world_size
             bar.update(1)
-            bar.set_postfix(loss=f"{loss_value:.3f}", T=window, tok_s=f"{tokens_per_s:.0f}", eval=f"{eval_ce:.3f}")
+            evaluate = done % tc.eval_every == 0 or done == tc.transformer_steps
+            sample = bool(tc.sample_every) and done % tc.sample_every == 0
+            if done % LOG_EVERY and not (evaluate or sample):
+                continue   # nothing is read back from the device on the other steps
+            watch.check(dist, kept())
+            loss_value, grad_value = loss.item(), grad_norm.item()
+            tokens_per_s, tokens_since, tick = tokens_since / (time.time() - tick), 0, time.time()   # since the last look
+            bar.set_postfix(loss=f"{loss_value:.3f}", T=window_tokens // (h * w), tok_s=f"{tokens_per_s:.0f}",
+                            eval=f"{eval_ce:.3f}")
             if done % LOG_EVERY == 0:
-                log.write(stage="transformer", step=done, loss=loss_value, lr=lr, T=window,
-                          tokens_per_s=tokens_per_s, grad_norm=grad_norm)
-            if done % tc.eval_every == 0 or done == tc.transformer_steps:
+                log.write(stage="transformer", step=done, loss=loss_value, lr=lr, T=window_tokens // (h * w),
+                          tokens_per_s=tokens_per_s, grad_norm=grad_value)
+            if evaluate:
                 eval_ce = heldout_cross_entropy(raw_model, caches["eval"], cfg, dtype, dist)
                 log.write(stage="transformer", step=done, eval_ce=eval_ce, eval_mask_ratio=tc.eval_mask_ratio)
                 save(done)
-            if dist.is_main and tc.sample_every and done % tc.sample_every == 0:
+                tick = time.time()   # the evaluation is not training time
+            if sample and dist.is_main:
                 write_samples(raw_model, tokenizer, cfg, paths.samples, f"step_{done}", device)
+                tick = time.time()
     if dist.is_main:
         train_time = time.time() - t0
         gif = write_samples(raw_model, tokenizer, cfg, paths.samples, "final", device)

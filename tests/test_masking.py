@@ -20,13 +20,17 @@ def test_split_partitions_each_sample_into_context_and_targets():
             assert torch.equal(both.sort().values, positions[b])          # union = all positions
 
 
-def test_target_count_is_ceil_of_ratio_clamped_to_one_and_n():
+def test_target_count_is_ceil_of_ratio_leaving_two_targets_and_two_context_tokens():
     positions = torch.arange(10).expand(2, 10)
-    for ratio, expected in [(0.0, 1), (1e-6, 1), (0.3, 3), (0.31, 4), (0.5, 5), (0.999, 10), (1.0, 10)]:
+    for ratio, expected in [(0.0, 2), (1e-6, 2), (0.3, 3), (0.31, 4), (0.5, 5), (0.75, 8), (0.85, 8), (1.0, 8)]:
         context, targets = sample_split(positions, "cosine", ratio=ratio)
         assert targets.shape == (2, expected), ratio
         assert context.shape == (2, 10 - expected), ratio
     assert num_masked(0.25, 8193) == math.ceil(0.25 * 8193) == 2049
+    assert num_masked(1.0, 4) == num_masked(0.0, 4) == 2                  # the smallest split: two of each
+    g = torch.Generator().manual_seed(3)                                    # random ratios near 0 and 1 on 8 positions
+    sides = [[t.shape[1] for t in sample_split(torch.arange(8)[None], "uniform", g)] for _ in range(300)]
+    assert min(min(s) for s in sides) == 2                                 # reached, never crossed
 
 
 def test_each_sample_gets_its_own_permutation():
@@ -67,5 +71,7 @@ def test_bad_inputs_raise():
         sample_split(torch.zeros(2, 0, dtype=torch.long), "uniform")
     with pytest.raises(ValueError, match="non-empty"):
         sample_split(torch.arange(4), "uniform")
+    with pytest.raises(ValueError, match="N >= 4"):
+        sample_split(torch.arange(3)[None], "uniform")                      # no room for two of each
     with pytest.raises(ValueError, match="ratio"):
         sample_split(torch.arange(4)[None], "uniform", ratio=1.5)

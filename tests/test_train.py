@@ -24,7 +24,7 @@ import mebt.train_transformer as train_transformer_module
 import train
 from mebt.checkpoint import load_checkpoint, save_checkpoint
 from mebt.config import Config, DataConfig, ModelConfig, TokenizerConfig, TrainConfig, get_preset
-from mebt.distributed import Stopped, setup, step_generator, teardown
+from mebt.distributed import Stopped, setup, shared_generator, step_generator, teardown
 from mebt.tokenizer import VQTokenizer
 from mebt.train_tokenizer import train_tokenizer
 from mebt.train_transformer import train_transformer
@@ -81,7 +81,7 @@ def test_a_window_model_trains_on_windows_from_the_whole_clip_reindexed_from_fra
     starts = set()
     for step in range(40):
         context, context_pos, target_pos, targets = train_transformer_module.training_batch(
-            cache, step, schedule, cfg, step_generator(0, step, 0))
+            cache, step, schedule, cfg, step_generator(0, step, 0), shared_generator(0, step))
         positions = torch.cat([context_pos, target_pos], 1)                      # (B, 2*4*4)
         tokens = torch.cat([context, targets], 1)
         assert sorted(positions[0].tolist()) == list(range(32))                 # frames 0-1 of the model's grid
@@ -198,9 +198,27 @@ def _ddp_worker(rank: int, out_dir: str, cfg_dict: dict, port: int) -> None:
     torch.set_num_threads(1)
     dist = setup("cpu")
     cfg = Config.from_dict(cfg_dict)
+    flags, batches = {}, []                                 # what DDP was asked for, and each step's batch
+
+    def recording_wrap(module):
+        real = module.wrap
+        def wrap(model, d, **kwargs):
+            wrapped = real(model, d, **kwargs)
+            flags[module.__name__] = (wrapped.find_unused_parameters, wrapped.broadcast_buffers)
+            return wrapped
+        return wrap
+    real_batch = train_transformer_module.training_batch
+    def recording_batch(*args):
+        batch = real_batch(*args)
+        batches.append(batch)
+        return batch
+    train_tokenizer_module.wrap = recording_wrap(train_tokenizer_module)
+    train_transformer_module.wrap = recording_wrap(train_transformer_module)
+    train_transformer_module.training_batch = recording_batch
     tokenizer = train_tokenizer(cfg, out_dir, dist=dist)
     model = train_transformer(cfg, out_dir, dist=dist)
-    torch.save({"tokenizer": tokenizer.state_dict(), "mebt": model.state_dict()}, os.path.join(out_dir, f"rank{rank}.pt"))
+    torch.save({"tokenizer": tokenizer.state_dict(), "mebt": model.state_dict(), "flags": flags, "batches": batches},
+               os.path.join(out_dir, f"rank{rank}.pt"))
     teardown(dist)
 
 
@@ -217,6 +235,11 @@ def test_two_process_ddp_ends_with_identical_weights_and_one_writer(tmp_path):
     records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     steps = [(r["stage"], r["step"]) for r in records if "eval_psnr" in r or "eval_ce" in r]
     assert steps == [("tokenizer", 2), ("transformer", 2), ("transformer", 3)]   # rank 0 alone logs: no duplicates
+    for r in ranks:   # every parameter is used at every step; the quantizer keeps its own buffers in sync
+        assert r["flags"] == {"mebt.train_tokenizer": (False, False), "mebt.train_transformer": (False, True)}
+    for a, b in zip(*(r["batches"] for r in ranks)):   # one window length T per step, own clips and masks per rank
+        assert a[1].shape[1] + a[2].shape[1] == b[1].shape[1] + b[2].shape[1]
+        assert not torch.equal(a[1], b[1])                  # context positions: each rank drew its own split
 
 
 # ------------------------------------------------------------------------------------------------ the CLI
@@ -265,7 +288,6 @@ def cli_errors(tmp_path_factory):
         "mismatch": ["--stage", "transformer", "--out-dir", mismatch],
         "corrupt": ["--stage", "transformer", "--out-dir", base / "corrupt"],
         "existing": ["--out-dir", base / "existing"],
-        "bf16_on_cpu": ["--dtype", "bf16", "--device", "cpu", "--out-dir", base / "o4"],
     }
     running = {name: subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), "--device", "cpu",
                                        *map(str, args)], cwd=ROOT, env=SUBPROCESS_ENV, text=True,
@@ -286,7 +308,6 @@ TINY_VOCAB = get_preset("tiny").model.vocab_size   # what the default (tiny) tra
     ("mismatch", f"does not match the transformer config: codebook_size=32 (config wants {TINY_VOCAB})"),
     ("corrupt", "tokenizer.pt is not a readable checkpoint (corrupt or truncated?)"),
     ("existing", "existing/tokenizer.pt exists: pass --resume to continue it, or choose another --out-dir"),
-    ("bf16_on_cpu", "error: --dtype bf16 needs a CUDA device"),
 ])
 def test_cli_errors_are_one_line(cli_errors, case, expected):
     _, results = cli_errors
