@@ -1,6 +1,10 @@
 """Token cache: encodes once, reloads without encoding, rebuilds (and says why) when the key changes,
 stores compactly and exactly. Uses a stand-in tokenizer so it does not depend on mebt.tokenizer."""
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -9,6 +13,8 @@ from torch import nn
 
 from mebt.checkpoint import save_checkpoint
 from mebt.token_cache import TokenDataset, build_or_load
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class BlockMeanTokenizer(nn.Module):
@@ -156,3 +162,75 @@ def test_token_dataset_returns_long_grids(tmp_path):
     assert len(dataset) == 4
     item = dataset[2]
     assert item.dtype == torch.long and item.shape == (2, 4, 4) and torch.equal(item, tokens[2].long())
+
+
+def test_worker_processes_encode_the_same_clips_in_the_same_order(tmp_path):
+    dataset = LongVideos(lengths=[20, 8, 17, 33])
+    serial = build_or_load(tmp_path / "a.pt", BlockMeanTokenizer(), dataset, _key(), batch_size=3, progress=False,
+                           num_workers=0)
+    parallel = build_or_load(tmp_path / "b.pt", BlockMeanTokenizer(), dataset, _key(), batch_size=3, progress=False,
+                             num_workers=2)
+    assert torch.equal(serial, parallel) and len(serial) == 2 + 1 + 2 + 4                 # windows of 8 frames
+
+
+# A build in a child process, killed with SIGKILL (no handler, no cleanup) while it encodes or while it writes.
+CHILD = """
+import os, sys, time, torch
+sys.path[:0] = [{root!r}, {tests!r}]
+from test_token_cache import BlockMeanTokenizer, _clip
+from mebt.token_cache import build_or_load
+
+class Slow(torch.utils.data.Dataset):
+    def __len__(self):
+        return 40
+    def __getitem__(self, i):
+        if i == 8 and {during!r} == "encode":
+            open({marker!r}, "w").close()                  # the parent kills us once this exists
+        time.sleep(0.05)
+        return _clip(i)
+
+real_save = torch.save
+def stalled_save(payload, path):                           # half a file on disk, then never finish
+    real_save(payload, path)
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+    open({marker!r}, "w").close()
+    time.sleep(60)
+if {during!r} == "write":
+    torch.save = stalled_save
+build_or_load({path!r}, BlockMeanTokenizer(), Slow(), {key!r}, batch_size=4, progress=False, num_workers=0)
+"""
+
+
+def kill_build(tmp_path, during: str, key: dict) -> None:
+    marker = tmp_path / "marker"
+    script = CHILD.format(root=ROOT, tests=os.path.dirname(os.path.abspath(__file__)), during=during,
+                          marker=str(marker), path=str(tmp_path / "tokens.pt"), key=key)
+    child = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 60
+    while not marker.exists() and child.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert marker.exists(), f"the child exited ({child.poll()}) before reaching the {during} stage"
+    child.send_signal(signal.SIGKILL)
+    assert child.wait(timeout=30) == -signal.SIGKILL
+
+
+def test_a_build_killed_while_encoding_leaves_no_cache(tmp_path):
+    kill_build(tmp_path, "encode", _key())
+    assert os.listdir(tmp_path) == ["marker"]                                       # nothing half-written
+    tokenizer = BlockMeanTokenizer()
+    tokens = build_or_load(tmp_path / "tokens.pt", tokenizer, Clips(40), _key(), progress=False)
+    assert tokenizer.calls > 0 and torch.equal(tokens.long(), _expected([_clip(i) for i in range(40)]))
+
+
+def test_a_rebuild_killed_while_writing_keeps_the_previous_cache(tmp_path, capsys):
+    old = build_or_load(tmp_path / "tokens.pt", BlockMeanTokenizer(), Clips(40), _key(), progress=False)
+    kill_build(tmp_path, "write", _key(clip_frames=4))                             # a stale key: it rebuilds
+    leftover = [name for name in os.listdir(tmp_path) if name.startswith("tokens.tmp-")]
+    assert len(leftover) == 1                                                       # the half file has its own name
+    reused = BlockMeanTokenizer()
+    assert torch.equal(build_or_load(tmp_path / "tokens.pt", reused, Clips(40), _key(), progress=False), old)
+    assert reused.calls == 0                                                        # the old cache, intact
+    rebuilt = BlockMeanTokenizer()
+    build_or_load(tmp_path / "tokens.pt", rebuilt, Clips(40), _key(clip_frames=4), progress=False)
+    assert rebuilt.calls > 0 and "stale (changed: clip_frames)" in capsys.readouterr().out   # never trusted
