@@ -8,8 +8,10 @@ trained on (the tokenizer.pt beside it, else the path it recorded; its weights m
     python sample.py --ckpt out/mebt.pt --top-k 32 --bootstrap 64 --revise 2 --revise-temperature 0.7 --context-temperature 4
     python sample.py --ckpt out/mebt.pt --prime clip.gif --prime-frames 16   # continue the first 16 frames of a video
     python sample.py --ckpt out/mebt.pt --out out/samples/sample.mp4         # MP4 needs `pip install imageio-ffmpeg`
+    python sample.py --ckpt out/mebt.pt --num-samples 2048 --frames 16 --out samples.npy   # for bench.py fvd
 
-Writes the grid (one cell per sample) to --out and a filmstrip (one row per sample) beside it as <stem>.png.
+Writes the grid (one cell per sample) to --out and a filmstrip (one row per sample) beside it as <stem>.png; an
+--out ending in .npy instead gets every sample as uint8 (N, T, H, W, 3), decoded --batch-size at a time.
 Mistakes (missing or wrong checkpoint, bad --frames, a too-short prime, an unknown output suffix) are one line
 on stderr and exit code 2.
 """
@@ -20,15 +22,20 @@ import importlib.util
 import os
 import sys
 import time
+from collections.abc import Iterator
 from typing import NamedTuple
 
+import numpy as np
 import torch
+from tqdm import tqdm
 
+from mebt.checkpoint import atomic_write
 from mebt.decoding import decode
 from mebt.pipeline import check_tokenizer_matches, load_mebt, load_tokenizer, sampling_settings
-from mebt.video_io import read_video, save_filmstrip, save_video
+from mebt.video_io import read_video, save_filmstrip, save_video, to_uint8
 
 FPS = 8                  # playback speed of the written grid
+NPY_BATCH = 16           # default videos per decode when writing an .npy of many samples
 FILMSTRIP_COLUMNS = 16   # the filmstrip shows about this many frames per sample
 
 
@@ -49,7 +56,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--frames", type=int, default=None,
                    help="video length: a multiple of the tokenizer's temporal factor (4), at most the trained length. "
                         "Default: the trained length. Fewer frames decode faster")
-    p.add_argument("--num-samples", type=int, default=8, help="videos to generate in one batch, laid out as a grid")
+    p.add_argument("--num-samples", type=int, default=8,
+                   help="videos to generate: a grid of them, or e.g. 2048 for FVD with --out samples.npy")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="videos decoded at once; lower it if memory runs out. Default: all of --num-samples for a "
+                        f"grid, {NPY_BATCH} for an .npy")
     p.add_argument("--steps", type=int, default=None,
                    help="decoding steps (one model call each); the paper uses 32. Fewer is faster but reveals more tokens "
                         "per step, each chosen without seeing the others, so videos get less consistent. "
@@ -81,15 +92,16 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="how many frames of --prime to keep: a multiple of the temporal factor (4), fewer than "
                         "--frames")
     p.add_argument("--out", default=None,
-                   help="the grid video, .gif or .mp4; a .png filmstrip is written beside it. "
+                   help="the grid video, .gif or .mp4 (a .png filmstrip is written beside it), or an .npy: every "
+                        "sample as uint8 (N, T, H, W, 3) for video metrics (bench.py fvd). "
                         "Default: samples/sample.gif in the checkpoint's folder")
     return p.parse_args(argv)
 
 
 def check_args(args: argparse.Namespace) -> None:
     """Every mistake visible before loading anything, as one line naming the flag."""
-    for flag, minimum in (("num_samples", 1), ("steps", 1), ("top_k", 1), ("bootstrap", 0), ("revise", 0),
-                          ("seed", 0)):
+    for flag, minimum in (("num_samples", 1), ("batch_size", 1), ("steps", 1), ("top_k", 1), ("bootstrap", 0),
+                          ("revise", 0), ("seed", 0)):
         value = getattr(args, flag)
         if value is not None and value < minimum:
             raise ValueError(f"--{flag.replace('_', '-')} {value}: expected at least {minimum}")
@@ -110,8 +122,9 @@ def output_paths(args: argparse.Namespace) -> tuple[str, str]:
     """(grid video path, filmstrip path); checked before any work so a typo does not waste a decode."""
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.ckpt)), "samples", "sample.gif")
     stem, suffix = os.path.splitext(out)
-    if suffix.lower() not in (".gif", ".mp4"):
-        raise ValueError(f"--out {out}: unknown video format {suffix or '(no suffix)'!r}; use .gif or .mp4")
+    if suffix.lower() not in (".gif", ".mp4", ".npy"):
+        raise ValueError(f"--out {out}: unknown video format {suffix or '(no suffix)'!r}; use .gif or .mp4 (a grid) "
+                         "or .npy (every sample, for metrics)")
     if suffix.lower() == ".mp4" and importlib.util.find_spec("imageio_ffmpeg") is None:
         raise ValueError(f"--out {out}: .mp4 needs `pip install imageio-ffmpeg`; or write a .gif")
     return out, stem + ".png"
@@ -193,7 +206,13 @@ class Samples(NamedTuple):
 
 
 def sample(args: argparse.Namespace) -> Samples:
-    """Load the checkpoint pair, decode --num-samples token grids and turn them into pixels."""
+    """Load the checkpoint pair, decode --num-samples token grids and turn them into pixels (all in memory)."""
+    parts = list(sample_batches(args))
+    return Samples(*(None if part[0] is None else torch.cat(part) for part in zip(*parts)))
+
+
+def sample_batches(args: argparse.Namespace) -> Iterator[Samples]:
+    """sample(), --batch-size videos at a time: each batch is yielded as soon as it is decoded."""
     check_args(args)
     device = torch.device(args.device)
     model, cfg, tokenizer = load_models(args, device)
@@ -224,13 +243,43 @@ def sample(args: argparse.Namespace) -> Samples:
           f"on {device}")
     start = time.time()
     generator = torch.Generator(device).manual_seed(args.seed)   # all of decoding's randomness: reproducible
-    tokens = decode(model, B, grid, temperature=args.temperature, top_k=args.top_k, given=given, generator=generator,
-                    device=device, progress=True, **settings)   # (B, t, h, w)
-    videos = tokenizer.decode(tokens)   # (B, 3, T, H, W)
+    batch = batch_size(args)
+    with tqdm(total=B, unit="video", desc="sampling", disable=batch >= B) as bar:   # decode() has its own bar
+        for first in range(0, B, batch):
+            b = min(batch, B - first)
+            tokens = decode(model, b, grid, temperature=args.temperature, top_k=args.top_k,
+                            given=None if given is None else given[:b], generator=generator, device=device,
+                            progress=batch >= B, **settings)   # (b, t, h, w)
+            videos = tokenizer.decode(tokens)   # (b, 3, T, H, W)
+            bar.update(b)
+            yield Samples(videos.cpu(), tokens.cpu(), None if given is None else given[:b].cpu())
     if device.type == "cuda":
         torch.cuda.synchronize(device)   # kernels run asynchronously: wait for them before reading the clock
     print(f"sampled {B} video(s) in {time.time() - start:.1f}s")
-    return Samples(videos.cpu(), tokens.cpu(), None if given is None else given.cpu())
+
+
+def batch_size(args: argparse.Namespace) -> int:
+    """--batch-size, else all --num-samples at once for a grid, NPY_BATCH for an .npy."""
+    if args.batch_size is not None:
+        return args.batch_size
+    return NPY_BATCH if (args.out or "").lower().endswith(".npy") else args.num_samples
+
+
+def write_npy(args: argparse.Namespace, out: str) -> None:
+    """--out *.npy: uint8 (N, T, H, W, 3), the layout video-metric tools read (bench.py fvd). Each batch goes
+    straight into a memory-mapped temporary file, renamed to `out` once complete: memory holds one batch, never
+    all the pixels twice, and an interrupted run leaves no half-written file."""
+    with atomic_write(out) as tmp:
+        array, first = None, 0
+        for part in sample_batches(args):
+            pixels = to_uint8(part.videos)   # (b, T, H, W, 3)
+            if array is None:   # the frame size is known once the first batch is decoded
+                array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
+                                                  shape=(args.num_samples, *pixels.shape[1:]))
+            array[first:first + len(pixels)] = pixels
+            first += len(pixels)
+        array.flush()
+        del array   # unmap before the rename
 
 
 def main(argv=None) -> int:
@@ -238,13 +287,17 @@ def main(argv=None) -> int:
     start = time.time()
     try:
         out, filmstrip = output_paths(args)
-        samples = sample(args)
-        save_video(out, samples.videos, fps=FPS)
-        save_filmstrip(filmstrip, samples.videos, every=max(1, samples.videos.shape[2] // FILMSTRIP_COLUMNS))
+        if out.lower().endswith(".npy"):
+            write_npy(args, out)
+        else:
+            samples = sample(args)
+            save_video(out, samples.videos, fps=FPS)
+            save_filmstrip(filmstrip, samples.videos, every=max(1, samples.videos.shape[2] // FILMSTRIP_COLUMNS))
     except (FileNotFoundError, ValueError) as e:
         print(f"sample.py: error: {e}", file=sys.stderr)   # one line, no traceback: these are the user's to fix
         return 2
-    print(f"wrote {out} and {filmstrip} (wall time {time.time() - start:.1f}s, loading and writing included)")
+    written = out if out.lower().endswith(".npy") else f"{out} and {filmstrip}"
+    print(f"wrote {written} (wall time {time.time() - start:.1f}s, loading and writing included)")
     return 0
 
 

@@ -16,7 +16,7 @@ from mebt.distributed import rng_state
 from mebt.model import MeBT
 from mebt.pipeline import load_tokenizer
 from mebt.tokenizer import VQTokenizer
-from mebt.video_io import BORDER, read_video
+from mebt.video_io import BORDER, read_video, to_uint8
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESOLUTION, FRAMES = 16, 16   # -> a (4, 4, 4) token grid
@@ -180,3 +180,43 @@ def test_bad_input_is_one_line_naming_the_flag(run_dir, tmp_path, capsys, extra,
     assert len(err.splitlines()) == 1, err
     assert err.startswith("sample.py: error: " + message.format(run=run_dir, tmp=tmp_path)), err
     assert not os.listdir(tmp_path)   # nothing was written
+
+
+def test_npy_out_holds_every_sample_as_uint8_decoded_in_batches(run_dir, tmp_path, capsys):
+    args = cli_args(run_dir, "--num-samples", "5", "--batch-size", "2", "--frames", "8", "--seed", "4",
+                    "--out", tmp_path / "samples.npy")
+    assert sample.main(args) == 0
+    saved = np.load(tmp_path / "samples.npy")
+    assert saved.dtype == np.uint8 and saved.shape == (5, 8, RESOLUTION, RESOLUTION, 3)
+    assert os.listdir(tmp_path) == ["samples.npy"]                        # no filmstrip, no temporary file left
+    assert "sampling" in capsys.readouterr().err                          # a progress bar over the videos
+    in_memory = sample.sample(sample.parse_args(args))                    # the same batches, kept in memory
+    assert np.array_equal(saved, to_uint8(in_memory.videos)) and len({v.tobytes() for v in saved}) == 5
+    assert sample.batch_size(sample.parse_args(cli_args(run_dir, "--num-samples", "40", "--out", "x.npy"))) == 16
+    assert sample.batch_size(sample.parse_args(cli_args(run_dir, "--num-samples", "40"))) == 40   # a grid: at once
+
+
+def test_npy_out_interrupted_leaves_no_file(run_dir, tmp_path, monkeypatch, capsys):
+    calls = []
+
+    def failing_decode(*args, **kwargs):                                  # the second batch fails
+        calls.append(1)
+        if len(calls) == 2:
+            raise ValueError("decoding failed")
+        return real_decode(*args, **kwargs)
+    real_decode = sample.decode
+    monkeypatch.setattr(sample, "decode", failing_decode)
+    out = tmp_path / "samples.npy"
+    assert sample.main(cli_args(run_dir, "--num-samples", "4", "--batch-size", "2", "--frames", "4",
+                                "--out", out)) == 2
+    assert "decoding failed" in capsys.readouterr().err and not os.listdir(tmp_path)   # no half-written .npy
+
+
+def test_a_prime_that_is_not_a_video_is_one_line_naming_it_and_the_formats(run_dir, tmp_path, capsys):
+    (tmp_path / "clip.gif").write_text("I am a text file with a .gif name\n")
+    argv = cli_args(run_dir, "--prime", tmp_path / "clip.gif", "--prime-frames", "4", "--out", tmp_path / "s.gif")
+    assert sample.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err and "pyav" not in err
+    assert err.startswith(f"sample.py: error: --prime: {tmp_path / 'clip.gif'}: not a readable .gif video")
+    assert err.endswith("we read .mp4 .mov .avi .webm (with imageio-ffmpeg), .gif files and folders of .jpg/.png frames")
