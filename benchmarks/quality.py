@@ -1,198 +1,206 @@
-"""`python bench.py quality`: long-video consistency on the synthetic data, exact, against the generator's truth.
+"""`python bench.py quality`: long-video generation on the synthetic data, measured exactly against the generator's
+truth: three tasks (benchmarks/tasks.py) x MeBT and two baselines (benchmarks/baselines_train.py), each at several
+decoding budgets, every score a mean over videos with a 95% bootstrap confidence interval (mebt/stats.py).
 
-Object persistence and motion plausibility per 16-frame window of 128 frames (mebt/consistency.py), for
-(i) held-out clips through the tokenizer (the ceiling), (ii) MeBT samples, all frames in one shot, (iii) a
-sliding-window baseline: the same model class trained on 16-frame clips, extended 2 latent frames (8 frames) at
-a time given the previous 8 frames' tokens; plus MeBT's held-out masked-token cross-entropy at the fixed eval
-mask ratio. Real clips are judged against their true objects, samples against the objects in their own first
-frame (none = a failure). No FVD: it needs pretrained I3D weights, and these numbers are no stand-in for it.
+  unconditional   persistence (share of frames showing frame 1's objects, and nothing else), consistency (share of
+                  frames showing the video's own modal objects: no frame is special), motion (share of moves within
+                  the speed limit), videos with no modal object, and diversity: the total variation distance between
+                  the samples' and the training data's histograms of object count, colour and shape
+  prediction      16 real frames given: persistence of the *true* objects, their trajectory error in pixels and the
+                  share of sightings missed (mebt/consistency.py), motion
+  interpolation   the first and last 16 real frames given: the same; the autoregressive model gets the first only
+Each score is per 16-frame window of generated frames, and their mean. Reference row: the same held-out clips
+through the tokenizer (the ceiling). Budgets: model calls per video and decoding FLOPs (FlopCounterMode, the
+transformer only: the tokenizer's decode is the same for every method) for each method and budget, so methods can
+be compared at equal calls. Held-out clips: the checkpoint's eval split of the synthetic generator, extended to
+--num-videos (never training videos). No FVD (it needs pretrained I3D weights); none of these numbers stands in for it.
 
-    python bench.py quality --ckpt out/mebt.pt          # after `python train.py`; trains the baseline if needed
-Writes bench/results/quality-<device>.{json,png} (--out-dir elsewhere).
+    python bench.py quality --ckpt out/mebt.pt --threads 2     # 64 videos; trains the baselines if absent
+    python bench.py quality --ckpt out/mebt.pt --quick         # 8 videos, short baselines: a smoke run
+Writes bench/results/quality-<device>.json, quality-<device>.png and side-by-side-<device>.gif (--out-dir elsewhere).
 """
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
-import shutil
 import time
-import warnings
 
 import numpy as np
 import torch
 
-from benchmarks.common import write_json
-from mebt.consistency import WINDOW, motion_plausibility, object_persistence, reference_objects
+from benchmarks.baselines_train import autoregressive_model, sliding_window_model
+from benchmarks.common import device_name, write_json
+from benchmarks.quality_report import plot_quality, print_table, write_side_by_side
+from benchmarks.tasks import (TASKS, Metered, Task, autoregressive_tokens, mebt_tokens, score_video,
+                              sliding_window_tokens)
+from mebt.consistency import WINDOW, Objects, object_histograms
 from mebt.data import build_dataset
-from mebt.decoding import decode
 from mebt.distributed import Dist
-from mebt.pipeline import generate_videos, load_mebt, load_tokenizer_for, sampling_settings
-from mebt.train_transformer import heldout_cross_entropy, train_transformer
+from mebt.pipeline import load_mebt, load_tokenizer_for, sampling_settings
+from mebt.stats import mean_ci, nanmean, pooled_ci, total_variation
+from mebt.train_transformer import heldout_cross_entropy
 
-CARRY = 2          # latent frames (8 video frames) the sliding window carries over as context
-BASELINE_DIR = "sliding16"   # where an in-process baseline is trained: beside the MeBT checkpoint
-
-
-def window_scores(videos, references=None) -> dict:
-    """Persistence and motion plausibility per 16-frame window, averaged over the videos.
-
-    videos: (B, 3, T, H, W) or a list of (3, T, H, W); references: None (each video's own first frame lists its
-    objects) or one reference per video, e.g. its VideoTruth (see mebt.consistency.frame_persistence).
-    A video whose reference lists no object at all scores 0: an empty video would keep "every" object
-    trivially, and the generator always draws at least one."""
-    references = [None] * len(videos) if references is None else references
-    objects = np.array([len(reference_objects(r, v)[0]) for v, r in zip(videos, references)])   # (B,)
-    persistence = np.stack([object_persistence(v, r) for v, r in zip(videos, references)])   # (B, windows)
-    persistence[objects == 0] = 0.0
-    motion = np.stack([motion_plausibility(v) for v in videos])                                # nan: nothing judged
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)   # a window where no move could be judged stays nan
-        motion_windows, motion_mean = np.nanmean(motion, 0), np.nanmean(motion)
-    plain = lambda values: [None if math.isnan(v) else round(float(v), 4) for v in values]   # JSON has no NaN
-    return dict(persistence=plain(persistence.mean(0)), motion=plain(motion_windows),
-                persistence_mean=plain([persistence.mean()])[0], motion_mean=plain([motion_mean])[0],
-                videos_fully_persistent=float((persistence == 1).all(1).mean()),
-                reference_objects=float(objects.mean()), videos_without_objects=float((objects == 0).mean()))
-
-
-def sliding_window_tokens(model: torch.nn.Module, batch_size: int, t_total: int, generator=None,
-                          **decode_kwargs) -> torch.Tensor:
-    """A (B, t_total, h, w) grid from a model trained on short windows of model.cfg.grid = (t_window, h, w):
-    the first window decoded from nothing, then t_window - CARRY new latent frames at a time, each window given
-    the previous CARRY latent frames as context."""
-    t_window, h, w = model.cfg.grid
-    if t_window <= CARRY:
-        raise ValueError(f"sliding window: the baseline's grid {model.cfg.grid} needs more than {CARRY} latent frames")
-    tokens = decode(model, batch_size, (t_window, h, w), generator=generator, **decode_kwargs)   # (B, t_window, h, w)
-    while tokens.shape[1] < t_total:
-        given = torch.full_like(tokens[:, :t_window], -1)          # (B, t_window, h, w), -1 = to generate
-        given[:, :CARRY] = tokens[:, -CARRY:]                      # the last CARRY frames, at the window's start
-        window = decode(model, batch_size, (t_window, h, w), given=given.flatten(1), generator=generator,
-                        **decode_kwargs)
-        tokens = torch.cat([tokens, window[:, CARRY:]], dim=1)
-    return tokens[:, :t_total]
+# Decoding budgets: changes to the checkpoint's own settings (bootstrap, steps, revise); the first is the default.
+# MeBT's calls per video: bootstrap + steps + 2 x revise. The sliding window pays that per window (15 windows for
+# 128 frames), so its budgets cut the calls per window to come down towards MeBT's.
+MEBT_BUDGETS = (("preset", {}), ("no bootstrap", dict(bootstrap=0)), ("128 steps", dict(steps=128)))
+SLIDING_BUDGETS = (("preset", {}), ("8 steps", dict(bootstrap=0, steps=8, revise=0)),
+                   ("16 steps", dict(bootstrap=8, steps=16, revise=2)))
+QUICK_VIDEOS, QUICK_BASELINE_STEPS = 8, 300   # --quick: a smoke run of the whole pipeline, not a measurement
+DECODE_CHUNK = 4                              # videos per tokenizer decode: full-resolution activations are large
+METRICS = ("persistence", "consistency", "motion", "trajectory_error", "miss_rate")
 
 
 @torch.no_grad()
 def pixels(tokenizer, tokens: torch.Tensor) -> torch.Tensor:
-    """Token grids (B, t, h, w) -> videos (B, 3, T, H, W), one video at a time (full-resolution activations)."""
+    """Token grids (B, t, h, w) -> videos (B, 3, T, H, W) on the CPU, DECODE_CHUNK videos at a time."""
     device = next(tokenizer.parameters()).device
-    return torch.cat([tokenizer.decode(t[None].to(device)).cpu() for t in tokens])
+    return torch.cat([tokenizer.decode(chunk.to(device)).cpu() for chunk in tokens.split(DECODE_CHUNK)])
 
 
-def sliding_baseline(args, cfg, payload, tokenizer_fp: str, device: torch.device):
-    """The 16-frame model: --baseline-ckpt, or trained here (resumable) beside the MeBT checkpoint on the first
-    16 frames of the same training videos, with the same tokenizer, for as many steps (or --baseline-steps)."""
-    path = args.baseline_ckpt
-    if path is None:
-        run_dir = os.path.join(os.path.dirname(os.path.abspath(args.ckpt)), BASELINE_DIR)
-        record = payload["tokenizer"]
-        beside = os.path.join(os.path.dirname(os.path.abspath(args.ckpt)), os.path.basename(record["path"]))
-        os.makedirs(run_dir, exist_ok=True)
-        if not os.path.exists(os.path.join(run_dir, "tokenizer.pt")):   # the same tokenizer weights: same tokens
-            source = record["path"] if os.path.isfile(record["path"]) else beside
-            shutil.copy(source, os.path.join(run_dir, "tokenizer.pt"))
-        steps = args.baseline_steps or payload["step"]
-        _, h, w = cfg.model.grid
-        window = dataclasses.replace(   # a 16-frame config: grid (4, h, w), no curriculum (DESIGN.md §4)
-            cfg, data=dataclasses.replace(cfg.data, frames=WINDOW),
-            model=dataclasses.replace(cfg.model, grid=(WINDOW // cfg.tokenizer.temporal_downsample, h, w)),
-            train=dataclasses.replace(cfg.train, transformer_steps=steps, curriculum=False)).validate()
-        print(f"quality: training the sliding-window baseline on {window.data.frames}-frame clips for {steps} steps "
-              f"in {run_dir} (reused if already there)")
-        train_transformer(window, run_dir, resume=True, dist=Dist(device=device))
-        path = os.path.join(run_dir, "mebt.pt")
-    model, base_cfg, base_payload = load_mebt(path, device)
-    if base_payload["tokenizer"]["fingerprint"] != tokenizer_fp:
-        raise ValueError(f"sliding-window baseline {path} was trained on other tokenizer weights than {args.ckpt}: "
-                         "delete it, or pass --baseline-ckpt")
-    if tuple(base_cfg.model.grid[1:]) != tuple(cfg.model.grid[1:]) or base_cfg.model.grid[0] <= CARRY:
-        raise ValueError(f"--baseline-ckpt {path}: grid {base_cfg.model.grid} must be (t > {CARRY}, "
-                         f"{cfg.model.grid[1]}, {cfg.model.grid[2]}) like {args.ckpt}")
-    return model, path, base_payload["step"]
+def summarize(scores: list[dict], task: Task, frames: int, data_histograms: dict) -> dict:
+    """Per-video scores -> per scored window and overall: mean and 95% CI over videos (rounded for JSON)."""
+    windows = task.windows(frames)
+    rounded = lambda interval: {k: None if v is None else round(v, 4) for k, v in interval._asdict().items()}
+    out = {}
+    for metric in METRICS:
+        if metric in scores[0]:
+            values = np.stack([s[metric][windows] for s in scores])                    # (videos, windows)
+            out[metric] = dict(windows=[rounded(i) for i in mean_ci(values)],
+                               mean=rounded(mean_ci(nanmean(values, axis=1))))           # each video's mean first
+    if "histograms" in scores[0]:
+        empty = np.array([s["without_objects"] for s in scores])
+        out["videos_without_objects"] = int(empty.sum())
+        out["diversity_tv"] = {
+            key: rounded(pooled_ci(np.stack([s["histograms"][key] for s in scores]),
+                                   lambda pooled, key=key: total_variation(pooled, data_histograms[key])))
+            for key in data_histograms}
+    return out
+
+
+def run_method(name: str, generate, metered: Metered, given: torch.Tensor, batch_size: int, tokenizer, seed: int):
+    """Decode every video of `given` (n, t, h, w) in batches -> (videos (n, 3, T, H, W), calls and FLOPs per
+    video, seconds). generate(model, given_batch, generator) -> token grids; one generator for the whole run."""
+    metered.reset()
+    generator = torch.Generator(given.device).manual_seed(seed)
+    start, batches, grids = time.perf_counter(), 0, []
+    for chunk in given.split(batch_size):
+        grids.append(generate(metered, chunk, generator).cpu())
+        batches += 1
+    seconds = time.perf_counter() - start
+    videos = pixels(tokenizer, torch.cat(grids))
+    print(f"  {name}: {len(given)} videos, {metered.calls / batches:.0f} calls and "
+          f"{metered.flops / batches / 1e9:.1f} GFLOP per video, {seconds:.0f} s")
+    return videos, metered.calls / batches, metered.flops / batches, seconds
+
+
+def methods(cfg, models: dict, unknown: int, window_tokens: int) -> list[dict]:
+    """Every (method, budget) run of a task: names, decoding settings, the function that decodes, and whether it
+    is the method's default (the checkpoint's own settings: the per-window plot and the side-by-side GIF)."""
+    runs = []
+    for budget, change in MEBT_BUDGETS:
+        settings = {**sampling_settings(cfg.train, unknown), **change}
+        runs.append(dict(method="mebt", budget=budget, settings=settings, model=models["mebt"], uses_last_frames=True,
+                         default=not change, generate=lambda m, g, gen, s=settings: mebt_tokens(m, g, s, gen)))
+    for budget, change in SLIDING_BUDGETS:   # bootstrap is capped again per window, at its unknown tokens
+        settings = {**sampling_settings(cfg.train, window_tokens), **change}
+        runs.append(dict(method="sliding-window", budget=budget, settings=settings, model=models["sliding-window"],
+                         uses_last_frames=True, default=not change,
+                         generate=lambda m, g, gen, s=settings: sliding_window_tokens(m, g, s, gen)))
+    runs.append(dict(method="autoregressive", budget="one call per token", settings=dict(temperature=1.0),
+                     model=models["autoregressive"], uses_last_frames=False, default=True,
+                     generate=lambda m, g, gen: autoregressive_tokens(m, g, gen)))
+    return runs
+
+
+def check_args(args) -> None:
+    for flag, value in (("--num-videos", args.num_videos), ("--batch-size", args.batch_size),
+                        ("--baseline-steps", args.baseline_steps)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} {value}: expected at least 1")
 
 
 def run_quality(args, device: torch.device) -> dict:
-    if args.baseline_steps is not None and args.baseline_steps < 1:
-        raise ValueError(f"--baseline-steps {args.baseline_steps}: expected at least 1")
+    check_args(args)
+    num_videos = args.num_videos or (QUICK_VIDEOS if args.quick else 64)
     model, cfg, payload = load_mebt(args.ckpt, device)
     if cfg.data.dataset != "synthetic":
-        raise ValueError(f"--ckpt {args.ckpt} was trained on {cfg.data.dataset!r}: quality needs the synthetic data's "
-                         "ground truth")
-    if cfg.data.frames % WINDOW:
-        raise ValueError(f"--ckpt {args.ckpt}: its {cfg.data.frames}-frame clips are not whole {WINDOW}-frame windows")
+        raise ValueError(f"--ckpt {args.ckpt} was trained on {cfg.data.dataset!r}: quality needs the synthetic "
+                         "data's ground truth")
+    if cfg.data.frames % WINDOW or cfg.data.frames < 3 * WINDOW or cfg.model.grid[0] != cfg.token_grid[0]:
+        raise ValueError(f"--ckpt {args.ckpt}: its {cfg.data.frames}-frame clips must be at least 3 whole "
+                         f"{WINDOW}-frame windows (interpolation generates between two), in one grid")
     tokenizer, _, tokenizer_fp = load_tokenizer_for(payload, args.ckpt, device)
-    heldout = build_dataset(cfg.data, "eval")
-    if not 1 <= args.num_videos <= len(heldout):
-        raise ValueError(f"--num-videos {args.num_videos}: expected 1..{len(heldout)} (data.num_eval_videos)")
-    _, h, w = cfg.model.grid
-    fewest_unknown = (WINDOW // cfg.tokenizer.temporal_downsample - CARRY) * h * w   # a sliding window's new tokens
-    decoding = sampling_settings(cfg.train, fewest_unknown)   # the checkpoint's own settings, for both models
-    results = dict(checkpoint=os.path.abspath(args.ckpt), steps=payload["step"], num_videos=args.num_videos,
-                   frames=cfg.data.frames, window=WINDOW, decoding=decoding, seconds={})
+    steps = args.baseline_steps or (min(payload["step"], QUICK_BASELINE_STEPS) if args.quick else payload["step"])
+    sliding, sliding_path, sliding_steps = sliding_window_model(args.ckpt, cfg, tokenizer_fp, steps, device)
+    ar, ar_path, ar_steps = autoregressive_model(args.ckpt, cfg, tokenizer_fp, steps, device)
 
+    # held-out clips: the eval split's generator (seed disjoint from training), as many videos as asked
+    data = dataclasses.replace(cfg.data, num_eval_videos=max(num_videos, cfg.data.num_eval_videos))
+    heldout = build_dataset(data, "eval")
+    truths = [heldout.truth(i) for i in range(num_videos)]
     start = time.perf_counter()
-    with torch.no_grad():   # every held-out clip: the NLL uses them all, the ceiling the first num_videos
-        tokens = torch.cat([tokenizer.encode(heldout[i][None].to(device)).cpu() for i in range(len(heldout))])
-    results["heldout_nll"] = heldout_cross_entropy(model, tokens, cfg, "fp32", Dist(device=device))
-    results["eval_mask_ratio"] = cfg.train.eval_mask_ratio
-    real = pixels(tokenizer, tokens[:args.num_videos])
-    results["seconds"]["tokenizer"] = time.perf_counter() - start
+    with torch.no_grad():   # every video through the tokenizer once: the primes, the ends and the ceiling
+        clips = torch.stack([heldout[i] for i in range(len(heldout))])
+        real_tokens = torch.cat([tokenizer.encode(c.to(device)).cpu() for c in clips.split(DECODE_CHUNK)])
+    nll = heldout_cross_entropy(model, real_tokens[:cfg.data.num_eval_videos], cfg, "fp32", Dist(device=device))
+    # every call of every model counted; one Metered per model, so FLOPs counted once per call shape for all runs
+    models = {"mebt": Metered(model), "sliding-window": Metered(sliding), "autoregressive": Metered(ar)}
+    real = pixels(tokenizer, real_tokens[:num_videos])
+    train = build_dataset(cfg.data, "train")   # the data's object histograms: the training set's exact truths
+    data_histograms = {key: sum(object_histograms(Objects(t.colours, t.shapes))[key]
+                                for t in map(train.truth, range(len(train))))
+                       for key in ("count", "colour", "shape")}
+    results = dict(checkpoint=os.path.abspath(args.ckpt), steps=payload["step"], num_videos=num_videos,
+                   frames=cfg.data.frames, window=WINDOW, quick=args.quick, seed=args.seed,
+                   heldout=dict(split="eval", first_video=0, count=num_videos, generator_seed=heldout.seed),
+                   heldout_nll=round(nll, 4), eval_mask_ratio=cfg.train.eval_mask_ratio,
+                   baselines={"sliding-window": dict(checkpoint=sliding_path, steps=sliding_steps),
+                              "autoregressive": dict(checkpoint=ar_path, steps=ar_steps)},
+                   data_histograms={k: v.tolist() for k, v in data_histograms.items()},
+                   tokenizer_seconds=round(time.perf_counter() - start, 1), tasks={})
 
-    start = time.perf_counter()
-    generator = torch.Generator(device).manual_seed(args.seed)
-    samples = generate_videos(model, tokenizer, args.num_videos, generator=generator, **decoding).cpu()
-    results["seconds"]["mebt"] = time.perf_counter() - start
-
-    baseline, results["baseline_checkpoint"], results["baseline_steps"] = sliding_baseline(
-        args, cfg, payload, tokenizer_fp, device)
-    start = time.perf_counter()
-    generator = torch.Generator(device).manual_seed(args.seed)
-    grid = sliding_window_tokens(baseline, args.num_videos, cfg.model.grid[0], generator=generator, **decoding)
-    sliding = pixels(tokenizer, grid)
-    results["seconds"]["sliding-window"] = time.perf_counter() - start
-
-    truths = [heldout.truth(i) for i in range(args.num_videos)]   # the real clips are judged against their truth
-    results["methods"] = {"tokenizer (held-out clips)": window_scores(real, truths), "mebt": window_scores(samples),
-                          "sliding-window": window_scores(sliding)}
-    path = os.path.join(args.out_dir, f"quality-{device.type}.json")
+    factor, (t, h, w) = cfg.tokenizer.temporal_downsample, cfg.model.grid
+    side_by_side = {}
+    for task in TASKS:
+        given = task.given(real_tokens[:num_videos], factor).to(device)
+        unknown = int((given[0] < 0).sum())
+        print(f"quality: {task.name} ({num_videos} videos, {unknown} of {t * h * w} tokens to generate)")
+        rows = [dict(method="tokenizer (real clips)", budget="-", calls=0, flops=0, seconds=0, uses_last_frames=True,
+                     default=True, **summarize([score_video(v, task, tr) for v, tr in zip(real, truths)], task,
+                                               cfg.data.frames, data_histograms))]
+        for run in methods(cfg, models, unknown, models["sliding-window"].cfg.n_positions):
+            videos, calls, flops, seconds = run_method(f"{run['method']} ({run['budget']})", run["generate"],
+                                                       run["model"], given, args.batch_size, tokenizer, args.seed)
+            scores = [score_video(v, task, tr) for v, tr in zip(videos, truths)]
+            rows.append(dict(method=run["method"], budget=run["budget"], settings=run["settings"],
+                             calls=round(calls, 1), flops=round(flops), seconds=round(seconds, 1),
+                             uses_last_frames=run["uses_last_frames"] or not task.last, default=run["default"],
+                             **summarize(scores, task, cfg.data.frames, data_histograms)))
+            if task.name == "prediction" and run["default"]:
+                side_by_side[run["method"]] = videos[:4]
+        results["tasks"][task.name] = dict(given_first_frames=task.first, given_last_frames=task.last,
+                                           windows=[WINDOW * i for i in task.windows(cfg.data.frames)], runs=rows)
+    name = device_name(device)
+    path = os.path.join(args.out_dir, f"quality-{name}.json")
     write_json(path, results)
-    print(f"held-out masked-token NLL {results['heldout_nll']:.3f} nats/token at mask ratio {cfg.train.eval_mask_ratio}")
-    for name, scores in results["methods"].items():
-        print(f"{name:28s} persistence {scores['persistence']}  motion {scores['motion']}")
-    plot_quality(results, os.path.join(args.out_dir, f"quality-{device.type}.png"))
-    print(f"wrote {path} and its .png")
+    print_table(results)
+    plot_quality(results, os.path.join(args.out_dir, f"quality-{name}.png"))
+    write_side_by_side(os.path.join(args.out_dir, f"side-by-side-{name}.gif"), real[:4], side_by_side)
+    print(f"wrote {path}, its .png and side-by-side-{name}.gif")
     return results
 
 
-def plot_quality(results: dict, path: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for name, scores in results["methods"].items():
-        starts = [WINDOW * i for i in range(len(scores["persistence"]))]          # first frame of each window
-        for ax, key in zip(axes, ("persistence", "motion")):
-            values = [np.nan if v is None else v for v in scores[key]]
-            ax.plot(starts, values, marker="o", label=name)
-    for ax, label in zip(axes, ("object persistence", "motion plausibility")):
-        ax.set(xlabel=f"first frame of the {WINDOW}-frame window", ylabel=label, ylim=(-0.05, 1.05),
-               xlim=(-WINDOW / 4, results["frames"] - WINDOW * 3 / 4))
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(f"{results['num_videos']} videos of {results['frames']} frames (exact ground-truth checks, not FVD)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def add_parser(sub) -> None:
-    p = sub.add_parser("quality", help="object persistence / motion per window on synthetic data")
+    p = sub.add_parser("quality", help="three long-video tasks vs sliding-window and autoregressive baselines")
     p.add_argument("--ckpt", required=True, help="a MeBT checkpoint trained on the synthetic data (out/mebt.pt)")
-    p.add_argument("--baseline-ckpt", default=None, help="the 16-frame sliding-window model; default: train it")
-    p.add_argument("--baseline-steps", type=int, default=None, help="its training steps; default: as --ckpt's")
-    p.add_argument("--num-videos", type=int, default=8, help="videos per method")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--num-videos", type=int, default=None,
+                   help="held-out videos per method and task (default 64, --quick 8): CIs shrink as 1/sqrt(n)")
+    p.add_argument("--batch-size", type=int, default=16,
+                   help="videos decoded together; larger is faster per video until memory runs short")
+    p.add_argument("--baseline-steps", type=int, default=None,
+                   help="training steps of the two baselines (default: as many as --ckpt's; --quick at most "
+                        f"{QUICK_BASELINE_STEPS}); each step count trains and keeps its own baseline")
+    p.add_argument("--quick", action="store_true", help="a smoke run: few videos, short baselines; not a measurement")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (each method and budget starts from it)")
     p.set_defaults(run=run_quality)

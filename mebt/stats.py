@@ -36,7 +36,7 @@ def resample_indices(n: int, resamples: int = RESAMPLES, seed: int = SEED) -> np
     return np.random.default_rng(seed).integers(0, n, size=(resamples, n))
 
 
-def _nanmean(values: np.ndarray, axis: int) -> np.ndarray:
+def nanmean(values: np.ndarray, axis: int) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)   # an all-nan column is nan: "undefined", not an error
         return np.nanmean(values, axis)
@@ -59,8 +59,8 @@ def mean_ci(values, level: float = LEVEL, resamples: int = RESAMPLES, seed: int 
     if values.ndim not in (1, 2) or len(values) == 0:
         raise ValueError(f"mean_ci: expected a non-empty (videos,) or (videos, k) array, got shape {values.shape}")
     columns = values.reshape(len(values), -1)                                    # (n, k)
-    redrawn = _nanmean(columns[resample_indices(len(values), resamples, seed)], axis=1)   # (R, k)
-    point = _nanmean(columns, axis=0)                                            # (k,)
+    redrawn = nanmean(columns[resample_indices(len(values), resamples, seed)], axis=1)   # (R, k)
+    point = nanmean(columns, axis=0)                                            # (k,)
     intervals = [_interval(point[j], redrawn[:, j], level) for j in range(columns.shape[1])]
     return intervals[0] if values.ndim == 1 else intervals
 

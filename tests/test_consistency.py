@@ -1,4 +1,5 @@
-"""Tests for mebt/consistency.py: ground truth scores 100%; removed, recoloured, reshaped, teleporting objects fail.
+"""Tests for mebt/consistency.py: ground truth scores 100% (and 0 px); removed, recoloured, reshaped, frozen,
+teleporting objects fail by the expected amount.
 
     python -m pytest -q tests/test_consistency.py
 """
@@ -8,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from mebt.consistency import (detect_objects, frame_persistence, motion_plausibility, object_persistence)
+from mebt.consistency import (Objects, detect_objects, frame_persistence, modal_objects, motion_plausibility,
+                              object_consistency, object_histograms, object_persistence, trajectory_error)
 from mebt.data import PALETTE, make_synthetic_video, object_radius, render
 
 
@@ -125,3 +127,67 @@ def test_extra_object_fails_and_bad_input_is_an_error():
     with pytest.raises(ValueError, match="expected \\(3, T, H, H\\)"):
         detect_objects(video[0])
     assert object_persistence(video[:, :40], truth).shape == (3,)                 # windows of 16, 16, 8 frames
+
+
+# ---------------------------------------------------------------- reference-free consistency, trajectories, diversity
+
+def single_object_videos(count):
+    """Ground-truth videos of one object (every frame is judged: nothing can cover it)."""
+    return [v for v in videos(6 * count) if len(v[1].colours) == 1][:count]
+
+
+def test_new_metrics_are_perfect_on_ground_truth():
+    judged = []
+    for resolution, count in ((32, 50), (64, 3)):
+        for video, truth in videos(count, resolution):
+            found = detect_objects(video)
+            modal = modal_objects(video, found)
+            assert sorted(zip(modal.colours, modal.shapes)) == sorted(zip(truth.colours, truth.shapes))
+            assert (object_consistency(video, found) == 1).all()
+            error, missed = trajectory_error(video, truth, found)
+            assert np.nanmax(error) < 1e-4 and np.nanmax(missed) == 0                  # nan: nothing judged there
+            judged.append(np.isfinite(missed).mean())
+    assert np.mean(judged) > 0.7   # windows where some object stands alone, unoverlapped
+
+
+def test_recoloured_object_late_drops_consistency_by_its_share_of_frames():
+    checked = 0
+    for video, truth in videos(8):
+        k = len(truth.colours) - 1                                                  # drawn last: never covered
+        unused = np.setdiff1d(np.arange(len(PALETTE)), truth.colours)[0]
+        recoloured = replace(truth, colours=np.where(np.arange(len(truth.colours)) == k, unused, truth.colours))
+        broken = video.clone()
+        broken[:, 96:] = render(recoloured)[:, 96:]                                 # the last quarter
+        assert object_consistency(broken).tolist() == [1.0] * 6 + [0.0] * 2        # modal = the original objects
+        _, missed = trajectory_error(broken, truth)                                 # nan: every object overlapped
+        assert not (missed[:6] > 0).any() and not (missed[6:] == 0).any()           # its sightings are missed
+        checked += np.isfinite(missed[6:]).sum()
+        halfway = video.clone()
+        halfway[:, 64:] = render(recoloured)[:, 64:]                                # no majority colour: no frame
+        assert (object_consistency(halfway) == 0).all()                             # holds the modal set
+    assert checked >= 8
+
+
+@pytest.mark.parametrize("change", ["frozen", "teleported"])
+def test_frozen_or_teleported_object_has_the_expected_trajectory_error(change):
+    r = object_radius(32)
+    for video, truth in single_object_videos(4):
+        moved = truth.positions.copy()
+        if change == "frozen":
+            moved[64:] = moved[64]                                                  # stops halfway
+        else:
+            moved[64:] = np.clip(32 - moved[64:], r, 32 - r)                        # mirrored through the centre
+        broken = render(replace(truth, positions=moved))
+        error, missed = trajectory_error(broken, truth)
+        distance = np.linalg.norm(moved[:, 0] - truth.positions[:, 0], axis=-1)      # (T,) true offsets
+        expected = distance.reshape(8, 16).mean(1)
+        np.testing.assert_allclose(error, expected, atol=0.5)                       # rasterisation: < 0.5 px
+        assert (error[:4] < 1e-4).all() and (missed == 0).all()                     # still seen, as itself
+        assert (object_consistency(broken) == 1).all()                              # the same object throughout
+
+
+def test_object_histograms_count_colours_and_shapes():
+    hist = object_histograms(Objects(np.array([4, 1]), np.array([2, 2])))
+    assert hist["count"].tolist() == [0, 0, 1, 0, 0, 0, 0]
+    assert hist["colour"].tolist() == [0, 1, 0, 0, 1, 0] and hist["shape"].tolist() == [0, 0, 2]
+    assert object_histograms(Objects(np.array([], int), np.array([], int)))["count"][0] == 1   # no object
