@@ -7,6 +7,7 @@ trained on (the tokenizer.pt beside it, else the path it recorded; its weights m
     python sample.py --ckpt out/mebt.pt --num-samples 4 --frames 32 --steps 16 --seed 1 --out /tmp/short.gif
     python sample.py --ckpt out/mebt.pt --top-k 32 --bootstrap 64 --revise 2 --revise-temperature 0.7 --context-temperature 4
     python sample.py --ckpt out/mebt.pt --prime clip.gif --prime-frames 16   # continue the first 16 frames of a video
+    python sample.py --ckpt out/mebt.pt --prime a.gif --prime-frames 16 --last b.gif --last-frames 16   # fill in between
     python sample.py --ckpt out/mebt.pt --out out/samples/sample.mp4         # MP4 needs `pip install imageio-ffmpeg`
     python sample.py --ckpt out/mebt.pt --num-samples 2048 --frames 16 --out samples.npy   # for bench.py fvd
 
@@ -91,6 +92,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--prime-frames", type=int, default=None,
                    help="how many frames of --prime to keep: a multiple of the temporal factor (4), fewer than "
                         "--frames")
+    p.add_argument("--last", default=None,
+                   help="a .gif, .mp4 or folder of frames to end on (interpolation, with or without --prime): its "
+                        "last --last-frames frames are centre-cropped/resized, tokenized and kept fixed at the end "
+                        "of every sample")
+    p.add_argument("--last-frames", type=int, default=None,
+                   help="how many frames of --last to keep: a multiple of the temporal factor (4); with "
+                        "--prime-frames, fewer than --frames")
     p.add_argument("--out", default=None,
                    help="the grid video, .gif or .mp4 (a .png filmstrip is written beside it), or an .npy: every "
                         "sample as uint8 (N, T, H, W, 3) for video metrics (bench.py fvd). "
@@ -110,6 +118,8 @@ def check_args(args: argparse.Namespace) -> None:
             raise ValueError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: expected >= 0")
     if (args.prime is None) != (args.prime_frames is None):
         raise ValueError("--prime FILE and --prime-frames K go together: give both or neither")
+    if (args.last is None) != (args.last_frames is None):
+        raise ValueError("--last FILE and --last-frames K go together: give both or neither")
     try:
         device = torch.device(args.device)
     except RuntimeError:   # torch's message for a bad device string is long and generic
@@ -199,10 +209,26 @@ def prime_tokens(args: argparse.Namespace, tokenizer, resolution: int, frames: i
     return tokenizer.encode(video[None].to(device))   # (1, k, h, w)
 
 
+def last_tokens(args: argparse.Namespace, tokenizer, resolution: int, room: int, device) -> torch.Tensor:
+    """The last --last-frames frames of --last as tokens (1, k, h, w); room: the frames the prime leaves."""
+    factor = tokenizer.cfg.temporal_downsample
+    check_frames("--last-frames", args.last_frames, factor, room - factor,
+                 f"at least one latent frame ({factor} frames) before them must be left to generate")
+    try:
+        video = read_video(args.last, resolution=resolution)   # (3, K, res, res): all of it, to take its end
+    except (FileNotFoundError, ValueError) as e:
+        raise flagged("--last", e) from None
+    if video.shape[1] < args.last_frames:
+        raise ValueError(f"--last: {args.last} has {video.shape[1]} frames, expected at least {args.last_frames}")
+    print(f"last: the last {args.last_frames} frames of {args.last}, centre-cropped and resized to "
+          f"{resolution}x{resolution}; their tokens end every sample")
+    return tokenizer.encode(video[None, :, -args.last_frames:].to(device))   # (1, k, h, w)
+
+
 class Samples(NamedTuple):
     videos: torch.Tensor         # (B, 3, T, H, W) float in [-1, 1], on the CPU
     tokens: torch.Tensor         # (B, t, h, w) long, on the CPU
-    given: torch.Tensor | None   # (B, t*h*w) long, -1 = generated; None without --prime
+    given: torch.Tensor | None   # (B, t*h*w) long, -1 = generated; None without --prime and --last
 
 
 def sample(args: argparse.Namespace) -> Samples:
@@ -224,13 +250,17 @@ def sample_batches(args: argparse.Namespace) -> Iterator[Samples]:
     grid = (frames // factor, h, w)   # the first t latent frames have the same flat positions as in (t_max, h, w)
     B, N = args.num_samples, grid[0] * h * w
     given = None
+    if args.prime is not None or args.last is not None:
+        given = torch.full((B, N), -1, dtype=torch.long, device=device)              # (B, N) -1 = generate
     if args.prime is not None:
         prime = prime_tokens(args, tokenizer, cfg.data.resolution, frames, device)   # (1, k, h, w)
-        given = torch.full((B, N), -1, dtype=torch.long, device=device)              # (B, N) -1 = generate
         given[:, :prime.numel()] = prime.flatten()   # the first k latent frames are the first k*h*w flat positions
+    if args.last is not None:
+        last = last_tokens(args, tokenizer, cfg.data.resolution, frames - (args.prime_frames or 0), device)
+        given[:, N - last.numel():] = last.flatten()   # the last k latent frames: the last k*h*w flat positions
     # decoding settings the flags leave open come from the checkpoint's config (what train.py sampled with);
     # its bootstrap count is capped at the tokens left to generate, an explicit --bootstrap must fit
-    unknown = N - (0 if given is None else prime.numel())
+    unknown = N if given is None else int((given[0] < 0).sum())
     if args.bootstrap is not None and args.bootstrap > unknown:
         raise ValueError(f"--bootstrap {args.bootstrap}: expected at most {unknown}, the tokens left to generate")
     settings = sampling_settings(cfg.train, unknown)

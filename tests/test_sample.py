@@ -131,6 +131,22 @@ def test_prime_tokens_stay_fixed_in_every_sample(run_dir, one_thread, device):
     assert not torch.equal(free.tokens[:, :1], primed.tokens[:, :1])
 
 
+def test_last_frames_end_every_sample_and_the_frames_between_are_generated(run_dir, one_thread):
+    gif = str(run_dir / "prime.gif")                                      # 8 frames: a block moving right
+    args = cli_args(run_dir, "--num-samples", "2", "--seed", "3", "--prime", gif, "--prime-frames", "4")
+    between = sample.sample(sample.parse_args(args + ["--last", gif, "--last-frames", "4"]))
+    tokenizer, _, _ = load_tokenizer(str(run_dir / "tokenizer.pt"), "cpu")
+    video = read_video(gif, resolution=RESOLUTION)                        # (3, 8, 16, 16)
+    first, last = (tokenizer.encode(clip[None]) for clip in (video[:, :4], video[:, 4:]))   # (1, 1, 4, 4) each
+    assert between.tokens.shape == (2, 4, 4, 4)
+    assert torch.equal(between.tokens[:, :1], first.expand(2, -1, -1, -1))   # starts on the prime
+    assert torch.equal(between.tokens[:, -1:], last.expand(2, -1, -1, -1))   # ends on the file's last 4 frames
+    assert (between.given[:, 16:48] == -1).all() and torch.equal(between.given[:, 48:], last.flatten().expand(2, -1))
+    primed = sample.sample(sample.parse_args(args))                       # same seed, no end: the end is generated
+    assert torch.equal(primed.tokens[:, :1], between.tokens[:, :1])
+    assert not torch.equal(primed.tokens[:, -1:], between.tokens[:, -1:])
+
+
 def test_tokenizer_is_found_beside_a_moved_checkpoint_and_its_fingerprint_checked(run_dir, tmp_path, one_thread, capsys):
     moved = tmp_path / "moved"
     moved.mkdir()
@@ -165,6 +181,11 @@ def test_missing_checkpoint_is_one_line_exit_2_without_traceback(tmp_path):
     (["--prime", "PRIME", "--prime-frames", "12"], "--prime: {run}/prime.gif has 8 frames, expected at least 12"),
     (["--prime", "PRIME", "--prime-frames", "16"], "--prime-frames 16: expected at most 12"),
     (["--prime", "PRIME"], "--prime FILE and --prime-frames K go together"),
+    (["--last-frames", "4"], "--last FILE and --last-frames K go together"),
+    (["--last", "PRIME", "--last-frames", "12"], "--last: {run}/prime.gif has 8 frames, expected at least 12"),
+    (["--last", "PRIME", "--last-frames", "6"], "--last-frames 6: expected a positive multiple of 4"),
+    (["--prime", "PRIME", "--prime-frames", "8", "--last", "PRIME", "--last-frames", "8"],
+     "--last-frames 8: expected at most 4: at least one latent frame"),
     (["--out", "OUT/s.avi"], "--out {tmp}/s.avi: unknown video format '.avi'; use .gif or .mp4"),
     (["--ckpt", "RUN/tokenizer.pt"], "--ckpt: {run}/tokenizer.pt is a 'tokenizer' checkpoint, expected 'mebt'"),
     (["--tokenizer", "RUN/mebt.pt"], "--tokenizer: {run}/mebt.pt is a 'mebt' checkpoint, expected 'tokenizer'"),
