@@ -3,6 +3,8 @@ long samples stay on the synthetic data. One command per module of benchmarks/ (
 
     python bench.py efficiency --quick                  # FLOPs / memory / time vs video length (~1 min on a CPU)
     python bench.py quality --ckpt out/mebt.pt          # long-video consistency against baselines, exact
+    python bench.py ablations --quick                   # one design choice changed at a time (~1 min per variant)
+    python bench.py reachability                        # who can influence whom after 1-2 layers: MeBT vs sparse
 
 Every command writes JSON (and a plot) under bench/results/ (--out-dir elsewhere). On a CPU PyTorch runs on
 --threads threads (default 1): on a shared 2-core machine two intra-op threads were ~40x slower than one,
@@ -14,10 +16,10 @@ import argparse
 
 import torch
 
-from benchmarks import efficiency, quality
+from benchmarks import ablations, efficiency, quality, reachability
 from benchmarks.common import RESULTS
 
-COMMANDS = (efficiency, quality)   # each module registers its subcommand and what it runs
+COMMANDS = (efficiency, quality, ablations, reachability)   # each module registers its subcommand
 
 
 def main(argv=None):

@@ -1,0 +1,354 @@
+"""`python bench.py ablations`: what each of MeBT's design choices buys, one change at a time, at equal steps.
+
+Every variant trains from the same seed on the same token cache (one tokenizer for all: --tokenizer PATH, or one
+trained here), for the same number of steps and batch size, and changes one thing against the tiny preset:
+
+    base               the tiny preset: L = 32 latents, curriculum, read/write decoder, frozen context, uniform ratio
+    base seed 1        the same with another seed: how far two identical runs land apart (the noise floor)
+    L=8, L=128         fewer / more latents (the bottleneck's width)
+    no curriculum      full-length clips from the first step
+    no write           a read-only decoder (5 read layers, as many blocks as the base decoder's read/write stack)
+    context updated    before every cross layer but the first the context reads the latents back (context <-
+                       latents), so it is updated instead of frozen (a subclass here, not a config option)
+    cosine ratio       mask ratios drawn as cos(pi/2 u) (MaskGIT) instead of uniform
+
+Per variant: held-out masked-token cross-entropy at mask ratios 0.1 / 0.5 / 0.9 on the first 16 frames and on all
+128 frames of the held-out clips (mean and 95% bootstrap CI over clips, and the paired difference to the base),
+training FLOPs (exact: one count on the meta device per variant, see step_flops) and seconds per step, and
+object persistence of a few 128-frame samples decoded with the preset's settings (mean and 95% bootstrap CI over
+videos). One training run per variant: the CIs are over held-out clips and videos, not over training seeds; the
+"base seed 1" row shows the seed-to-seed spread.
+
+    python bench.py ablations --quick --tokenizer /work/runs/base/tokenizer.pt   # ~1 minute per variant
+    python bench.py ablations                                                     # a few minutes per variant
+Writes bench/results/ablations-<device>.{json,png} (--out-dir elsewhere); scratch files go to --work-dir.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import shutil
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from benchmarks.common import device_name, parse_list, write_json
+from mebt.attention import Block
+from mebt.config import Config, get_preset
+from mebt.consistency import object_persistence, reference_objects
+from mebt.curriculum import Curriculum
+from mebt.distributed import Dist, shared_generator, step_generator
+from mebt.encoder import LatentEncoder
+from mebt.model import MeBT, init_weights
+from mebt.pipeline import (RunPaths, check_tokenizer_matches, generate_videos, load_tokenizer, sampling_settings)
+from mebt.profiling import count_train_step, masked_batch
+from mebt.stats import mean_ci
+from mebt.train_tokenizer import train_tokenizer
+from mebt.train_transformer import heldout_cross_entropy, lr_at, token_caches, train_step, training_batch
+
+RATIOS = (0.1, 0.5, 0.9)          # held-out mask ratios: nearly everything visible / half / nearly nothing
+EVAL_FRAMES = (16, 128)           # held-out lengths: the first 16 frames, and whole clips
+FULL = dict(steps=600, videos=16, tokenizer_steps=1500)    # a few minutes per variant on one core
+QUICK = dict(steps=100, videos=4, tokenizer_steps=300)     # about a minute per variant
+CURVE_POINTS = 5                  # held-out evaluations during each run (the learning curve)
+WORK_DIR = os.path.join("runs", "ablations")
+
+
+class ContextUpdatingEncoder(LatentEncoder):
+    """Ablation only: before every cross layer but the first, the context attends to the latents and is updated
+    (context <- latents, one more block each), so later cross layers read a context that has seen the whole clip.
+    MeBT's own encoder never writes the context; this measures what that choice saves and costs."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        n_updates = max(self.kinds.count("cross") - 1, 0)   # an update after the last cross layer is never read
+        self.context_layers = nn.ModuleList(
+            Block(cfg.d_model, cfg.n_heads, cfg.mlp_ratio, cfg.dropout) for _ in range(n_updates))
+
+    def forward(self, context: torch.Tensor) -> torch.Tensor:
+        """context (B, Nc, d) -> latents (B, L, d); the context is rewritten between cross layers."""
+        latents = self.latents.expand(context.shape[0], -1, -1)   # (B, L, d)
+        crosses = 0
+        for kind, layer in zip(self.kinds, self.layers):
+            if kind == "cross":
+                if crosses > 0:
+                    context = self.context_layers[crosses - 1](context, latents)   # (B, Nc, d): O(Nc * L)
+                crosses += 1
+            latents = layer(latents, latents if kind == "self" else context)
+        return latents
+
+
+class ContextUpdatingMeBT(MeBT):
+    """MeBT with ContextUpdatingEncoder, initialised exactly as MeBT initialises its own encoder."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.encoder = ContextUpdatingEncoder(cfg)
+        init_weights(self.encoder)
+        nn.init.normal_(self.encoder.latents, std=1.0)   # as MeBT: latents start far apart
+
+
+def variant_config(name: str, base: Config) -> tuple[Config, int]:
+    """(the config a variant trains with, its training seed)."""
+    m, t = base.model, base.train
+    changes = {
+        "base": {}, "base seed 1": {}, "context updated": {},
+        "L=8": dict(model=dataclasses.replace(m, n_latents=8)),
+        "L=128": dict(model=dataclasses.replace(m, n_latents=128)),
+        "no curriculum": dict(train=dataclasses.replace(t, curriculum=False)),
+        "no write": dict(model=dataclasses.replace(m, decoder_layers=("read",) * len(m.decoder_layers))),
+        "cosine ratio": dict(model=dataclasses.replace(m, mask_schedule="cosine")),
+    }[name]
+    return dataclasses.replace(base, **changes).validate(), 1 if name == "base seed 1" else 0
+
+
+VARIANTS = ("base", "base seed 1", "L=8", "L=128", "no curriculum", "no write", "context updated",
+            "cosine ratio")
+
+
+def build_model(name: str, cfg: Config) -> MeBT:
+    return ContextUpdatingMeBT(cfg.model) if name == "context updated" else MeBT(cfg.model)
+
+
+def step_flops(name: str, cfg: Config):
+    """flops(batch, n_context, n_targets) of one training step (forward + backward), exact.
+
+    Every matmul and attention kernel of MeBT costs a fixed amount per context token, per target token, or per
+    sample (the latents' own layers), so the count is batch * (a + b * Nc + c * Nm) whenever Nc > 0. Three counts
+    on the meta device give a, b and c."""
+    with torch.device("meta"):
+        model = build_model(name, cfg)
+    _, h, w = cfg.model.grid
+    points = [(8, 0.5), (8, 0.25), (4, 0.5)]   # (latent frames, ratio) -> (Nc, Nm) = (256, 256), (384, 128), (128, 128)
+    rows, counts = [], []
+    for frames, ratio in points:
+        n = frames * h * w
+        n_masked = math.ceil(ratio * n)
+        rows.append([1.0, n - n_masked, n_masked])
+        counts.append(count_train_step(model, masked_batch(cfg.model, frames, 1, ratio), torch.device("meta"))["flops"])
+    a, b, c = np.linalg.solve(np.array(rows), np.array(counts, dtype=np.float64))
+    return lambda batch, n_context, n_targets: batch * (a + b * n_context + c * n_targets)
+
+
+def train_variant(name: str, cfg: Config, seed: int, caches: dict, device: torch.device) -> tuple[MeBT, dict]:
+    """Train one variant for cfg.train.transformer_steps steps (the steps of mebt/train_transformer.py, without its
+    checkpoints and samples); returns the model in eval mode and what the run cost, with a learning curve: the
+    held-out CE (whole clips, train.py's fixed ratio) after every CURVE_POINTS-th of the run, against the training
+    FLOPs spent so far, so that variants can also be compared at equal compute."""
+    tc = cfg.train
+    torch.manual_seed(seed)
+    model = build_model(name, cfg).to(device)
+    optimizer = torch.optim.AdamW(model.optim_groups(tc.weight_decay), lr=tc.lr, betas=tuple(tc.betas))
+    schedule = Curriculum.from_total_steps(cfg.model.grid[0], tc.transformer_steps, full_at=tc.curriculum_full_at,
+                                           spread=tc.curriculum_spread, enabled=tc.curriculum)
+    flops = step_flops(name, cfg)
+    checkpoints = {round(tc.transformer_steps * k / CURVE_POINTS) for k in range(1, CURVE_POINTS + 1)}
+    total_flops, seconds, losses, curve = 0.0, 0.0, [], []
+    for step in range(tc.transformer_steps):
+        model.train()
+        tick = time.perf_counter()
+        batch = training_batch(caches["train"], step, schedule, cfg, step_generator(seed, step),
+                               shared_generator(seed, step))
+        loss, _ = train_step(model, optimizer, batch, lr_at(step, tc), tc.grad_clip, device, "fp32")
+        losses.append(loss.item())   # .item() waits for the step: the clock below includes all of it
+        seconds += time.perf_counter() - tick
+        _, context_pos, target_pos, _ = batch
+        total_flops += flops(*context_pos.shape, target_pos.shape[1])
+        if step + 1 in checkpoints:
+            ce = heldout_cross_entropy(model, caches["eval"], cfg, "fp32", Dist(device=device))
+            curve.append(dict(step=step + 1, train_flops=total_flops, train_seconds=seconds, heldout_ce=ce))
+    n = math.prod(cfg.model.grid)
+    cost = dict(parameters=model.num_params(), steps=tc.transformer_steps, batch_size=tc.batch_size,
+                train_seconds=seconds, seconds_per_step=seconds / tc.transformer_steps, train_flops=total_flops,
+                full_length_step_flops=flops(tc.batch_size, n - n // 2, n // 2),
+                final_train_loss=float(np.mean(losses[-20:])), curve=curve)
+    return model.eval(), cost
+
+
+def summary(values) -> dict:
+    """Mean of one number per held-out clip (or sampled video) with its 95% bootstrap interval (mebt/stats.py)."""
+    interval = mean_ci(values)
+    return dict(mean=interval.mean, ci95=[interval.low, interval.high], n=len(values))
+
+
+def heldout_ce_per_clip(model: MeBT, cfg: Config, tokens: torch.Tensor, frames: int, ratio: float,
+                        device: torch.device) -> list[float]:
+    """Masked-token cross-entropy (nats) of every held-out clip, on its first `frames` frames at mask `ratio`
+    (the same fixed-seed masks as train.py's held-out number)."""
+    t = frames // cfg.tokenizer.temporal_downsample
+    _, h, w = cfg.model.grid
+    # heldout_cross_entropy evaluates whole grids of cfg.model.grid: a (t, h, w) grid is the first t latent frames
+    view = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, grid=(t, h, w)),
+                               train=dataclasses.replace(cfg.train, eval_mask_ratio=ratio))
+    return [heldout_cross_entropy(model, tokens[i:i + 1, :t], view, "fp32", Dist(device=device))
+            for i in range(len(tokens))]
+
+
+@torch.no_grad()
+def sample_persistence(model: MeBT, tokenizer, cfg: Config, num_videos: int, device: torch.device) -> list[float]:
+    """Object persistence (mebt/consistency.py) of each of `num_videos` 128-frame samples, averaged over its
+    16-frame windows; a sample without an object in frame 1 scores 0 (as in `bench.py quality`)."""
+    generator = torch.Generator(device).manual_seed(0)
+    videos = generate_videos(model, tokenizer, num_videos, generator=generator,
+                             **sampling_settings(cfg.train, math.prod(cfg.model.grid))).cpu()   # (B, 3, T, H, W)
+    return [float(object_persistence(v).mean()) if len(reference_objects(None, v)[0]) else 0.0 for v in videos]
+
+
+def prepare_tokens(args, cfg: Config, device: torch.device):
+    """The one tokenizer every variant shares (--tokenizer, or trained in --work-dir) and its token caches."""
+    paths = RunPaths(args.work_dir)
+    os.makedirs(args.work_dir, exist_ok=True)
+    if args.tokenizer:
+        if not os.path.isfile(args.tokenizer):
+            raise FileNotFoundError(f"--tokenizer {args.tokenizer}: no such file (a tokenizer.pt from train.py)")
+        if os.path.abspath(args.tokenizer) != os.path.abspath(paths.tokenizer):
+            shutil.copy(args.tokenizer, paths.tokenizer + ".tmp")
+            os.replace(paths.tokenizer + ".tmp", paths.tokenizer)   # never a half-copied tokenizer
+        tokenizer, tokenizer_cfg, fp = load_tokenizer(paths.tokenizer, device)
+        check_tokenizer_matches(tokenizer_cfg.tokenizer, cfg, args.tokenizer)
+    else:
+        train_tokenizer(cfg, args.work_dir, resume=True, dist=Dist(device=device))
+        tokenizer, _, fp = load_tokenizer(paths.tokenizer, device)
+    caches = token_caches(cfg, tokenizer, fp, paths, None, Dist(device=device))
+    return tokenizer, caches, fp
+
+
+def run_ablations(args, device: torch.device) -> dict:
+    budget = QUICK if args.quick else FULL
+    steps = args.steps or budget["steps"]
+    videos = budget["videos"] if args.videos is None else args.videos
+    if steps < 1 or videos < 0:
+        raise ValueError(f"--steps {steps} must be >= 1 and --videos {videos} >= 0")
+    variants = parse_list("--variants", args.variants, VARIANTS) if args.variants else list(VARIANTS)
+    preset = get_preset("tiny")
+    base = dataclasses.replace(preset, train=dataclasses.replace(
+        preset.train, transformer_steps=steps, tokenizer_steps=budget["tokenizer_steps"]))
+    tokenizer, caches, fp = prepare_tokens(args, base, device)
+    results = dict(steps=steps, batch_size=base.train.batch_size, threads=torch.get_num_threads(),
+                   device=device_name(device), tokenizer_fingerprint=fp, heldout_clips=len(caches["eval"]),
+                   eval_frames=list(EVAL_FRAMES), ratios=list(RATIOS),
+                   sample_videos=videos, decoding=sampling_settings(base.train, math.prod(base.model.grid)),
+                   date=time.strftime("%Y-%m-%d"), variants={})
+    for name in variants:
+        cfg, seed = variant_config(name, base)
+        print(f"ablations: {name}: training {steps} steps", flush=True)
+        model, cost = train_variant(name, cfg, seed, caches, device)
+        ce = {f"{frames}f": {str(r): heldout_ce_per_clip(model, cfg, caches["eval"], frames, r, device)
+                             for r in RATIOS} for frames in EVAL_FRAMES}
+        row = dict(seed=seed, **cost, heldout_ce={k: {r: summary(v) for r, v in by.items()} for k, by in ce.items()},
+                   per_clip_ce=ce)
+        if videos:
+            start = time.perf_counter()
+            row["persistence"] = summary(sample_persistence(model, tokenizer, cfg, videos, device))
+            row["sampling_seconds"] = time.perf_counter() - start
+        results["variants"][name] = row
+        print_row(name, row, flush=True)
+    add_paired_differences(results)
+    path = os.path.join(args.out_dir, f"ablations-{device.type}.json")
+    write_json(path, results)
+    print_table(results)
+    plot_ablations(results, os.path.join(args.out_dir, f"ablations-{device.type}.png"))
+    print(f"wrote {path} and its .png")
+    return results
+
+
+def add_paired_differences(results: dict) -> None:
+    """variant - base on the same held-out clips (same masks): mean difference and its 95% bootstrap CI."""
+    base = results["variants"].get("base")
+    if base is None:
+        return
+    for row in results["variants"].values():
+        row["ce_minus_base"] = {k: {r: summary(np.subtract(v, base["per_clip_ce"][k][r])) for r, v in by.items()}
+                                for k, by in row["per_clip_ce"].items()}
+
+
+def fmt_ci(s: dict, digits: int = 3) -> str:
+    return f"{s['mean']:.{digits}f} [{s['ci95'][0]:.{digits}f}, {s['ci95'][1]:.{digits}f}]"
+
+
+def print_row(name: str, row: dict, flush: bool = False) -> None:
+    ce = row["heldout_ce"]
+    parts = [f"{k} r={r}: {ce[k][r]['mean']:.3f}" for k in ce for r in ce[k]]
+    persistence = f", persistence {fmt_ci(row['persistence'], 2)}" if "persistence" in row else ""
+    print(f"  {name}: {row['seconds_per_step']:.3f} s/step, {row['train_flops'] / 1e12:.2f} TFLOP; "
+          + ", ".join(parts) + persistence, flush=flush)
+
+
+def print_table(results: dict) -> None:
+    short, long = (f"{f}f" for f in results["eval_frames"])
+    print(f"\n{results['steps']} steps x batch {results['batch_size']}, {results['threads']} thread(s); held-out "
+          f"CE in nats/token, mean [95% CI over {results['heldout_clips']} clips]; minus base: paired difference")
+    print(f"{'variant':16s} {'params':>7s} {'s/step':>6s} {'TFLOP':>6s} {f'CE {long} r=0.1':>22s} "
+          f"{f'CE {long} r=0.5':>22s} {f'CE {long} r=0.9':>22s} {f'CE {short} r=0.5':>22s} "
+          f"{f'{long} r=0.5 minus base':>24s} {'persistence':>18s}")
+    for name, row in results["variants"].items():
+        ce, diff = row["heldout_ce"], row.get("ce_minus_base", {})
+        persistence = fmt_ci(row["persistence"], 2) if "persistence" in row else "-"
+        print(f"{name:16s} {row['parameters'] / 1e6:6.2f}M {row['seconds_per_step']:6.3f} "
+              f"{row['train_flops'] / 1e12:6.2f} {fmt_ci(ce[long]['0.1']):>22s} {fmt_ci(ce[long]['0.5']):>22s} "
+              f"{fmt_ci(ce[long]['0.9']):>22s} {fmt_ci(ce[short]['0.5']):>22s} "
+              f"{fmt_ci(diff[long]['0.5']) if diff else '-':>24s} {persistence:>18s}")
+
+
+def error_bars(stats: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """Means and (2, n) distances to the CI's ends, as errorbar() wants them."""
+    means = np.array([s["mean"] for s in stats])
+    return means, np.array([[s["mean"] - s["ci95"][0], s["ci95"][1] - s["mean"]] for s in stats]).T
+
+
+def plot_ablations(results: dict, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")   # files only, no display
+    import matplotlib.pyplot as plt
+
+    short, long = (f"{f}f" for f in results["eval_frames"])
+    names, rows = list(results["variants"]), list(results["variants"].values())
+    fig, axes = plt.subplots(1, 4, figsize=(22, 5))
+    for name, row in zip(names, rows):   # learning curves against compute: equal-FLOP comparisons
+        curve = row["curve"]
+        axes[3].plot([c["train_flops"] / 1e12 for c in curve], [c["heldout_ce"] for c in curve], marker="o", label=name)
+    axes[3].set(xlabel="training TFLOPs spent", ylabel=f"held-out CE, {long[:-1]} frames, r = 0.5 (nats)")
+    axes[3].legend(fontsize=8)
+    for name, row in zip(names, rows):   # CE against mask ratio, whole clips
+        axes[0].errorbar(RATIOS, *error_bars([row["heldout_ce"][long][str(r)] for r in RATIOS]), marker="o",
+                         capsize=3, label=name)
+    axes[0].set(xlabel=f"mask ratio (held-out, {long[:-1]} frames)", ylabel="masked-token cross-entropy (nats)")
+    axes[0].legend(fontsize=8)
+    if all("ce_minus_base" in row for row in rows):
+        for frames, offset in ((long, -0.15), (short, 0.15)):
+            axes[1].errorbar(np.arange(len(rows)) + offset, *error_bars([r["ce_minus_base"][frames]["0.5"] for r in rows]),
+                             fmt="o", capsize=3, label=f"{frames[:-1]} frames")
+        axes[1].axhline(0, color="grey", lw=1)
+        axes[1].legend(fontsize=8)
+    axes[1].set_ylabel("CE minus base at r = 0.5 (paired, nats): below 0 = better")
+    with_samples = [(i, r["persistence"]) for i, r in enumerate(rows) if "persistence" in r]
+    if with_samples:
+        xs, stats = zip(*with_samples)
+        axes[2].errorbar(xs, *error_bars(list(stats)), fmt="o", capsize=3)
+    axes[2].set_ylabel(f"object persistence of {results['sample_videos']} samples")
+    for ax in axes[1:3]:
+        ax.set_xticks(range(len(names)), names, rotation=35, ha="right")
+    for ax in axes:
+        ax.grid(True, alpha=0.3)
+    fig.suptitle(f"ablations: {results['steps']} steps x batch {results['batch_size']} each, tiny preset, "
+                 f"synthetic data (95% bootstrap CIs over held-out clips / sampled videos; one training seed each)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("ablations", help="short training runs varying one design choice each, at equal steps")
+    p.add_argument("--quick", action="store_true", help=f"{QUICK['steps']} steps and {QUICK['videos']} sampled "
+                   f"videos per variant (~1 minute each) instead of {FULL['steps']} and {FULL['videos']}")
+    p.add_argument("--tokenizer", default=None, help="a trained tokenizer.pt to share (e.g. out/tokenizer.pt); "
+                   "default: train one in --work-dir (reused on the next run)")
+    p.add_argument("--steps", type=int, default=None, help="training steps per variant (overrides --quick's)")
+    p.add_argument("--videos", type=int, default=None, help="128-frame samples per variant for persistence "
+                   "(0 = skip sampling); decoding costs ~1 s per video per variant on one core")
+    p.add_argument("--variants", default=None, help=f"comma-separated subset of: {', '.join(VARIANTS)}")
+    p.add_argument("--work-dir", default=WORK_DIR, help="scratch: the shared tokenizer and token caches")
+    p.set_defaults(run=run_ablations)
