@@ -3,7 +3,7 @@
     python sample.py --ckpt out_sky/mebt.pt --num-samples 2048 --frames 16 --out samples.npy
     python bench.py fvd --i3d i3d_pretrained_400.pt --real /data/sky_timelapse/sky_test --fake samples.npy --device cuda
     # the paper's 128-frame FVD: 512 samples of 128 frames, whole videos
-    python bench.py fvd --i3d i3d_pretrained_400.pt --real /data/taichi/test --fake long.npy --frames 128 --num-videos 512 --stride 4
+    python bench.py fvd --i3d i3d_pretrained_400.pt --real /data/taichi-png/test --fake long.npy --frames 128 --num-videos 512 --stride 4
 
 The protocol is the MeBT authors' (mebt/fvd.py says which and why FVDs differ between papers). Prints the FVD
 with a 95% bootstrap interval over videos and writes OUT/fvd-<device>.json: the number, every protocol setting,
@@ -50,7 +50,7 @@ def real_batches(args, resolution: int, rng: np.random.Generator):
         if real.shape[2] != resolution:
             raise ValueError(f"--real {args.real}: {real.shape[2]} px videos, --fake has {resolution} px: compare "
                              "videos of one resolution")
-        return sample_clips(real, args.frames, args.stride, args.num_videos, rng, args.batch_size), list(real.shape)
+        return sample_clips(real, args.frames, 1, args.num_videos, rng, args.batch_size), list(real.shape)
     # a folder: read as training reads it (centre crop, antialiased resize) at the samples' resolution
     videos = VideoFolder(args.real, args.frames, resolution, args.stride)
     workers = loader_workers(videos) if args.workers is None else args.workers
@@ -77,23 +77,23 @@ def measure(args, device) -> dict:
     if len(fake) < args.num_videos:
         raise ValueError(f"--fake {args.fake} has {len(fake)} videos, --num-videos {args.num_videos} asks for more: "
                          "sample more (sample.py --num-samples) or lower --num-videos (a smaller set gives a higher FVD)")
-    if fake.shape[1] < args.frames * args.stride:
-        raise ValueError(f"--fake {args.fake} has {fake.shape[1]} frames, --frames {args.frames} x --stride "
-                         f"{args.stride} needs {args.frames * args.stride}")
+    if fake.shape[1] < args.frames:
+        raise ValueError(f"--fake {args.fake} has {fake.shape[1]} frames, --frames {args.frames} needs as many")
     i3d = load_i3d(args.i3d, device)
     rng = np.random.default_rng(args.seed)                               # the windows and the real videos' order
     real_clips, real_desc = real_batches(args, fake.shape[2], rng)
     start = time.perf_counter()
     steps = -(-args.num_videos // args.batch_size)
     real = i3d_logits(i3d, tqdm(real_clips, total=steps, desc="I3D real", unit="batch"), device)   # (N, 400)
-    generated = sample_clips(fake, args.frames, args.stride, args.num_videos, rng, args.batch_size)
+    generated = sample_clips(fake, args.frames, 1, args.num_videos, rng, args.batch_size)   # already strided
     fake_logits = i3d_logits(i3d, tqdm(generated, total=steps, desc="I3D fake", unit="batch"), device)
     fvd = features_distance(real, fake_logits)
     redraw = np.random.default_rng(0).integers(0, args.num_videos, size=(INTERVAL_RESAMPLES, 2, args.num_videos))
     spread = [features_distance(real[a], fake_logits[b]) for a, b in redraw]
     low, high = np.quantile(spread, [0.025, 0.975])
     print(f"FVD = {fvd:.2f} (95% bootstrap interval over videos {low:.2f} .. {high:.2f}), {args.num_videos} videos "
-          f"of {args.frames} frames (stride {args.stride}) per side, {time.perf_counter() - start:.0f} s")
+          f"of {args.frames} frames per side (real folder read at stride {args.stride}), "
+          f"{time.perf_counter() - start:.0f} s")
     result = {"fvd": fvd, "interval_95": [float(low), float(high)], "seconds": time.perf_counter() - start,
               "protocol": {"features": "I3D Kinetics-400 logits", "num_videos": args.num_videos,
                            "frames": args.frames, "stride": args.stride, "size": 224, "seed": args.seed},
@@ -117,7 +117,8 @@ def add_parser(sub) -> None:
     p.add_argument("--frames", type=int, default=CLIP_FRAMES,
                    help="frames per clip fed to I3D (paper: 16, and 128 for long videos); a random window of each video")
     p.add_argument("--stride", type=int, default=1,
-                   help="every N-th frame, on both sides: use the stride the model was trained with (Taichi: 4)")
+                   help="read every N-th frame of a --real folder: the stride the model was trained with (Taichi: 4). "
+                        "Generated videos already have it, and .npy videos are taken as they are")
     p.add_argument("--batch-size", type=int, default=BATCH, help="clips per I3D call; lower it if memory runs out")
     p.add_argument("--workers", type=int, default=None,
                    help="DataLoader processes reading a --real folder (default: one per spare core, at most 8)")

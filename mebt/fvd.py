@@ -4,7 +4,8 @@
 
 The protocol (their measure_fvd_with_numpy.py + TATS's fvd.py), and ours by default:
 - features: the Kinetics-400 *logits* (400 numbers) of Inception-I3D (mebt/i3d.py), not the 1024-d pool layer;
-- clips of 16 frames (`frames`; their FVD_128 feeds whole 128-frame videos, `frames=128`), every `stride`-th frame;
+- clips of 16 frames (`frames`; their FVD_128 feeds whole 128-frame videos, `frames=128`); real videos read at the
+  frame stride the model was trained with (Taichi: every 4th frame), generated ones as they are (they have it);
 - 2048 videos per side (`num_videos`; they use 512 for 128-frame videos);
 - each uint8 clip is resized to 224 x 224 (bilinear, no antialiasing, corners not aligned) and scaled to [-1, 1];
 - real clips: one random window per video, videos in random order, reused (new windows) if fewer than

@@ -224,3 +224,17 @@ def test_tokenizer_stage_trains_on_a_video_folder_identically_with_and_without_w
                for w in (0, 2)]
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])   # the same clips, in the same order
+
+
+def test_taichi_layout_folders_named_mp4_hold_png_frames(tmp_path):
+    # load_videos.py --format .png (its default) writes each video as a folder named <name>#<start>#<end>.mp4
+    for split, name in (("train", "abc#000010#000090.mp4"), ("test", "xyz#000000#000050.mp4")):
+        folder = tmp_path / "taichi-png" / split / name
+        folder.mkdir(parents=True)
+        for n in range(12):
+            Image.fromarray(numbered(12)[n]).save(folder / f"{n:07d}.png")
+    write(tmp_path / "taichi-png" / "train" / "def#000000#000020.mp4", numbered(12))   # --format .mp4: a file
+    train = VideoFolder(tmp_path / "taichi-png", frames=3, resolution=8, stride=4)
+    held_out = VideoFolder(tmp_path / "taichi-png", frames=3, resolution=8, stride=4, split="eval")
+    assert len(train) == 2 and len(held_out) == 1 and isinstance(held_out.videos[0], list)
+    assert indices(held_out.clip(0, 0)) == [0, 4, 8] and indices(train.clip(1, 0)) == [0, 4, 8]
