@@ -173,8 +173,11 @@ def _ffmpeg_frames(path: str, start: int, count: int, stride: int) -> list[np.nd
     wanted = f"between(n\\,{start}\\,{start + (count - 1) * stride})*not(mod(n-{start}\\,{stride}))"
     # select: only the window's frames reach the pipe; passthrough: no frame duplicated or dropped to fake a
     # constant rate; -frames:v: ffmpeg exits after the last one instead of decoding the rest of the file
-    stream = _ffmpeg(path).read_frames(path, output_params=["-vf", f"select={wanted}", "-fps_mode", "passthrough",
-                                                            "-frames:v", str(count)])
+    # -threads 1: parallelism comes from DataLoader workers, each decoding its own file; ffmpeg's own decoding
+    # threads (one per core by default) would only compete with them
+    stream = _ffmpeg(path).read_frames(path, input_params=["-threads", "1"],
+                                       output_params=["-vf", f"select={wanted}", "-fps_mode", "passthrough",
+                                                      "-frames:v", str(count)])
     try:
         width, height = next(stream)["size"]           # the first item is the header (size after rotation)
         return [np.frombuffer(raw, np.uint8).reshape(height, width, 3) for raw in stream]
