@@ -3,6 +3,7 @@ long samples stay on the synthetic data. One command per module of benchmarks/ (
 
     python bench.py efficiency --quick                  # FLOPs / memory / time vs video length (~1 min on a CPU)
     python bench.py quality --ckpt out/mebt.pt          # long-video consistency against baselines, exact
+    python bench.py throughput                          # train step time, tokens/s, MFU; one video vs autoregressive
     python bench.py ablations --quick                   # one design choice changed at a time (~1 min per variant)
     python bench.py reachability                        # who can influence whom after 1-2 layers: MeBT vs sparse
 
@@ -16,10 +17,10 @@ import argparse
 
 import torch
 
-from benchmarks import ablations, efficiency, quality, reachability
+from benchmarks import ablations, efficiency, quality, reachability, throughput
 from benchmarks.common import RESULTS
 
-COMMANDS = (efficiency, quality, ablations, reachability)   # each module registers its subcommand
+COMMANDS = (efficiency, quality, ablations, reachability, throughput)   # each registers its subcommand
 
 
 def main(argv=None):

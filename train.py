@@ -120,6 +120,8 @@ def check_args(args: argparse.Namespace, cfg: Config) -> None:
         raise ValueError(f"--workers={args.workers}: expected 0 (read in the training process) or more")
     if args.seed < 0:
         raise ValueError(f"--seed={args.seed}: expected a non-negative integer")
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device}: no CUDA device is available here; use --device cpu")
     paths = RunPaths(args.out_dir)
     if args.stage in ("tokenizer", "all"):
         refuse_overwrite(paths.tokenizer, args.resume)

@@ -93,9 +93,10 @@ def count_train_step(model: nn.Module, make_batch: Callable[[torch.device], Batc
 
 
 def count_forward(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> int:
-    """FLOPs of one forward pass without gradients (a decoding call): model(*inputs) under FlopCounterMode."""
+    """FLOPs of one forward pass (a decoding call): model(*inputs) under FlopCounterMode. Gradients stay enabled,
+    as FlopCounterMode's module tracker expects (on the meta device that costs nothing); the count is the same."""
     counter = FlopCounterMode(display=False, custom_mapping=CPU_FLASH_FLOPS)
-    with torch.no_grad(), counter, FusedAttentionOnMeta():
+    with counter, FusedAttentionOnMeta():
         model(*inputs)
     return int(counter.get_total_flops())
 
