@@ -88,8 +88,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--prime", default=None,
                    help="a video (.mp4 .mov .avi .webm .gif) or folder of frames to continue: its first "
-                        "--prime-frames frames are "
-                        "centre-cropped/resized to the model's resolution, tokenized and kept fixed in every sample")
+                        "--prime-frames frames are centre-cropped/resized to the model's resolution, tokenized and "
+                        "kept fixed in every sample")
     p.add_argument("--prime-frames", type=int, default=None,
                    help="how many frames of --prime to keep: a multiple of the temporal factor (4), fewer than "
                         "--frames")
