@@ -1,14 +1,16 @@
 """Glue shared by train.py, sample.py, bench.py and the notebook: where a run's files live, loading the
 two checkpoints (and checking they belong together), the metrics log, and turning noise into videos.
 
-    from mebt.pipeline import load_mebt, load_tokenizer_for, generate_videos
+    from mebt.pipeline import load_mebt, load_tokenizer_for, generate_videos, sampling_settings
     model, cfg, payload = load_mebt("out/mebt.pt", "cpu")
     tokenizer, _, _ = load_tokenizer_for(payload, "out/mebt.pt", "cpu")   # the tokenizer it was trained on
-    videos = generate_videos(model, tokenizer, num_samples=2, steps=16)    # (2, 3, 128, 32, 32) in [-1, 1]
+    settings = sampling_settings(cfg.train, model.cfg.n_positions)       # the checkpoint's decoding settings
+    videos = generate_videos(model, tokenizer, num_samples=2, **settings)  # (2, 3, 128, 32, 32) in [-1, 1]
 
 Try it (after `python train.py`):
     python -c "from mebt.pipeline import *; m, c, p = load_mebt('out/mebt.pt', 'cpu'); \
-t, _, _ = load_tokenizer_for(p, 'out/mebt.pt', 'cpu'); print(generate_videos(m, t, 1, frames=16, steps=4).shape)"
+t, _, _ = load_tokenizer_for(p, 'out/mebt.pt', 'cpu'); \
+print(generate_videos(m, t, 1, frames=16, **sampling_settings(c.train, 256)).shape)"
 """
 from __future__ import annotations
 
@@ -150,7 +152,8 @@ def generate_videos(model: torch.nn.Module, tokenizer: VQTokenizer, num_samples:
 
     frames: video length (a multiple of the tokenizer's temporal factor, at most the model's); default: the
       model's full length. given: (B, t*h*w) known tokens, -1 = unknown (see mebt.decoding.decode).
-    decode_kwargs: steps, temperature, top_k, context_temperature, bootstrap, revise, generator, progress, ...
+    decode_kwargs: the decoding settings (**sampling_settings(cfg.train, n): steps, context_temperature,
+      bootstrap, revise, revise_temperature), then temperature, top_k, generator, progress, ...
     """
     t_max, h, w = model.cfg.grid
     factor = tokenizer.cfg.temporal_downsample

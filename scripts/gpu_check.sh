@@ -10,11 +10,11 @@
 #
 #   part        what                                                                          box (s)
 #   env         torch / CUDA versions, the devices (and nvidia-smi.txt, commit.txt)              20
-#   tests       pytest tests/test_cuda.py: bf16 + compile steps, CPU == GPU logits, decoding,   130
+#   tests       pytest tests/test_cuda.py: bf16 + compile steps, CPU == GPU logits, decoding,   120
 #               GPU checkpoint on the CPU, resume
-#   throughput  bench.py throughput, paper preset, 128 frames, bf16, compiled, batch 8 and the  190
+#   throughput  bench.py throughput, paper preset, 128 frames, bf16, compiled, batch 8 and the  180
 #               largest that fits: step time, tokens/s, MFU, memory; one video vs autoregressive
-#   train       train.py, tiny preset, bf16, on the GPU (at the time limit SIGTERM saves a       100
+#   train       train.py, tiny preset, bf16, on the GPU (at the time limit SIGTERM saves a       120
 #               checkpoint at the current step), then its held-out CE and samples
 #   quality     bench.py quality --quick on that checkpoint                                      40
 #   torchrun    2-process DDP smoke run (torchrun, NCCL), only with >= 2 GPUs                    60
@@ -24,7 +24,7 @@
 set -u
 OUT=${1:?usage: bash scripts/gpu_check.sh OUTDIR}
 PY=${PYTHON:-python3}
-BUDGET=470                                   # seconds for all parts: 8 minutes minus start-up and slack
+BUDGET=460                                   # seconds for all parts: 8 minutes minus start-up and slack
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 RUNS=$(mktemp -d)                            # checkpoints and token caches: large, so not under OUTDIR
@@ -50,10 +50,10 @@ part env 20 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', to
 torch.cuda.device_count()); [print(i, torch.cuda.get_device_name(i), torch.cuda.get_device_capability(i), \
 f'{torch.cuda.get_device_properties(i).total_memory / 2**30:.0f} GiB') for i in range(torch.cuda.device_count())]"
 timeout 20 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
-part tests 130 "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py --junitxml "$OUT/tests.xml"
-part throughput 190 "$PY" bench.py throughput --preset paper --frames 128 --dtype bf16 --compile --batch-size max \
+part tests 120 "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py --junitxml "$OUT/tests.xml"
+part throughput 180 "$PY" bench.py throughput --preset paper --frames 128 --dtype bf16 --compile --batch-size max \
   --device cuda --out-dir "$OUT"
-part train 100 "$PY" train.py --device cuda --dtype bf16 --out-dir "$RUNS/tiny"   # the default tiny run
+part train 120 "$PY" train.py --device cuda --dtype bf16 --out-dir "$RUNS/tiny"   # the default tiny run
 mkdir -p "$OUT/train"
 cp -r "$RUNS/tiny/metrics.jsonl" "$RUNS/tiny/samples" "$OUT/train/" 2>/dev/null
 if [ -f "$RUNS/tiny/mebt.pt" ]; then
