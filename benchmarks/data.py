@@ -100,20 +100,19 @@ def tiny_tokenizer() -> VQTokenizer:
     return VQTokenizer(get_preset("tiny").tokenizer).eval()
 
 
-def cache_build(root: str, frames: int, resolution: int, out: str, workers: int | None) -> dict:
-    """Wall time of a token-cache build of every non-overlapping window of root's videos."""
+def cache_build(root: str, frames: int, resolution: int, out: str, batch: int) -> dict:
+    """Wall time of a token-cache build of every non-overlapping window of root's videos (default workers)."""
     start = time.perf_counter()
     data = VideoFolder(root, frames, resolution)
     indexed = time.perf_counter() - start
-    tokens = build_or_load(out, tiny_tokenizer(), data, {"bench": out}, batch_size=1, progress=False,
-                           num_workers=workers)
+    tokens = build_or_load(out, tiny_tokenizer(), data, {"bench": out}, batch_size=batch, progress=False)
     return {"videos": len(data), "clips": len(tokens), "index_s": indexed, "wall_s": time.perf_counter() - start,
             "cache_bytes": os.path.getsize(out), "load_average": load_average()}
 
 
 def _peak_rss_child(root: str, out: str, queue) -> None:
     torch.set_num_threads(1)
-    result = cache_build(root, 16, 32, out, None)
+    result = cache_build(root, 16, 32, out, batch=8)
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024        # Linux: KiB
     result["workers_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     queue.put(result)
@@ -154,7 +153,7 @@ def run(args, device: torch.device) -> dict:
     scratch = os.path.join(root, "scratch")
     os.makedirs(scratch, exist_ok=True)
     for kind, folder in (("jpeg", os.path.join(root, "sky")), ("mp4", os.path.join(root, "mp4"))):
-        build = {"format": kind, **cache_build(folder, 128, RESOLUTION, os.path.join(scratch, f"{kind}.pt"), None)}
+        build = {"format": kind, **cache_build(folder, 128, RESOLUTION, os.path.join(scratch, f"{kind}.pt"), batch=1)}
         results["cache_build"].append(build)
         print(f"cache build ({kind}, {build['clips']} clips of 128 frames at 128 px, tiny tokenizer): "
               f"{build['wall_s']:.0f} s (index {build['index_s']:.2f} s, load average {build['load_average']:.1f})")
