@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 import bench
 from benchmarks import baselines_train, quality, tasks
@@ -19,6 +20,7 @@ from mebt.config import Config, DataConfig, ModelConfig, TokenizerConfig, TrainC
 from mebt.data import make_synthetic_video, render
 from mebt.distributed import rng_state
 from mebt.model import MeBT
+from mebt.profiling import CPU_FLASH_FLOPS
 from mebt.pipeline import load_mebt, sampling_settings
 from mebt.tokenizer import VQTokenizer
 
@@ -95,6 +97,26 @@ def test_sliding_window_interpolates_with_the_known_last_frames():
     assert torch.equal(tokens[:, :4], given[:, :4]) and torch.equal(tokens[:, 10:], given[:, 10:])   # kept
     assert (tokens[:, 9] == 8).all()                                                 # made from frame 10: 9 - 1
     assert (tokens[:, 5] == 4).all()                          # from frame 3 (frame 6 is outside its window): 3 + 1
+
+
+def test_metered_counts_every_call_and_its_flops_per_video():
+    model = MeBT(ModelConfig(vocab_size=V, grid=(4, 2, 3), d_model=32, n_heads=2, n_latents=4)).eval()
+    metered = tasks.Metered(model)
+    split = lambda n: (torch.zeros(2, n, dtype=torch.long), torch.arange(n).expand(2, n), torch.arange(n, 24).expand(2, 24 - n))
+    direct = {}
+    for n in (5, 9):
+        counter = FlopCounterMode(display=False, custom_mapping=CPU_FLASH_FLOPS)   # attention on the CPU too
+        with counter, torch.no_grad():
+            model(*split(n))
+        direct[n] = counter.get_total_flops() / 2                                   # per video of the batch of 2
+    with torch.no_grad():
+        out = metered(*split(5))
+        metered(*split(9))
+        metered(*split(5))                                                          # a shape seen before: reused
+    assert metered.calls == 3 and metered.flops == 2 * direct[5] + direct[9] and direct[5] != direct[9]
+    assert torch.equal(out, model(*split(5)))                                       # the model's own answer
+    metered.reset()
+    assert (metered.calls, metered.flops) == (0, 0.0)
 
 
 def test_scores_of_ground_truth_videos():
