@@ -1,26 +1,21 @@
 """`python bench.py ablations`: what each of MeBT's design choices buys, one change at a time, at equal steps.
 
 Every variant trains from the same seed on the same token cache (one tokenizer for all: --tokenizer PATH, or one
-trained here), for the same number of steps and batch size, and changes one thing against the tiny preset:
-
-    base               the tiny preset: L = 32 latents, curriculum, read/write decoder, frozen context, uniform ratio
-    base seed 1        the same with another seed: how far two identical runs land apart (the noise floor)
-    L=8, L=128         fewer / more latents (the bottleneck's width)
-    no curriculum      full-length clips from the first step
-    no write           a read-only decoder (5 read layers, as many blocks as the base decoder's read/write stack)
-    context updated    before every cross layer but the first the context reads the latents back (context <-
-                       latents), so it is updated instead of frozen (a subclass here, not a config option)
-    cosine ratio       mask ratios drawn as cos(pi/2 u) (MaskGIT) instead of uniform
+trained here), for the same number of steps and batch size, and changes one thing against the tiny preset (the
+list, and what each costs: benchmarks/ablation_variants.py): L = 8 or 128 latents instead of 32, no curriculum,
+no write layers, a context updated by the latents instead of frozen, a cosine instead of a uniform mask ratio, and
+the base again with another seed (the noise floor).
 
 Per variant: held-out masked-token cross-entropy at mask ratios 0.1 / 0.5 / 0.9 on the first 16 frames and on all
 128 frames of the held-out clips (mean and 95% bootstrap CI over clips, and the paired difference to the base),
 training FLOPs (exact: one count on the meta device per variant, see step_flops) and seconds per step, and
-object persistence of a few 128-frame samples decoded with the preset's settings (mean and 95% bootstrap CI over
-videos). One training run per variant: the CIs are over held-out clips and videos, not over training seeds; the
-"base seed 1" row shows the seed-to-seed spread.
+the quality benchmark's headline numbers for unconditional samples (object persistence, consistency with the
+video's own objects, motion plausibility, videos without objects: benchmarks/quality.py) on a few 128-frame samples
+decoded with the preset's settings, with 95% bootstrap CIs over videos. One training run per variant: the CIs
+are over held-out clips and videos, not over training seeds; the "base seed 1" row shows the seed-to-seed spread.
 
-    python bench.py ablations --quick --tokenizer /work/runs/base/tokenizer.pt   # ~1 minute per variant
-    python bench.py ablations                                                     # a few minutes per variant
+    python bench.py ablations --quick --tokenizer out/tokenizer.pt   # ~1 minute per variant, after python train.py
+    python bench.py ablations                                         # a few minutes per variant
 Writes bench/results/ablations-<device>.{json,png} (--out-dir elsewhere); scratch files go to --work-dir.
 """
 from __future__ import annotations
@@ -33,18 +28,16 @@ import time
 
 import numpy as np
 import torch
-import torch.nn as nn
 
+from benchmarks.ablation_variants import VARIANTS, build_model, step_flops, variant_config
 from benchmarks.common import device_name, parse_list, write_json
-from mebt.attention import Block
+from benchmarks.quality import summarize
+from benchmarks.tasks import TASKS, score_video
 from mebt.config import Config, get_preset
-from mebt.consistency import object_persistence, reference_objects
 from mebt.curriculum import Curriculum
 from mebt.distributed import Dist, shared_generator, step_generator
-from mebt.encoder import LatentEncoder
-from mebt.model import MeBT, init_weights
+from mebt.model import MeBT
 from mebt.pipeline import (RunPaths, check_tokenizer_matches, generate_videos, load_tokenizer, sampling_settings)
-from mebt.profiling import count_train_step, masked_batch
 from mebt.stats import mean_ci
 from mebt.train_tokenizer import train_tokenizer
 from mebt.train_transformer import heldout_cross_entropy, lr_at, token_caches, train_step, training_batch
@@ -55,82 +48,6 @@ FULL = dict(steps=600, videos=16, tokenizer_steps=1500)    # a few minutes per v
 QUICK = dict(steps=100, videos=4, tokenizer_steps=300)     # about a minute per variant
 CURVE_POINTS = 5                  # held-out evaluations during each run (the learning curve)
 WORK_DIR = os.path.join("runs", "ablations")
-
-
-class ContextUpdatingEncoder(LatentEncoder):
-    """Ablation only: before every cross layer but the first, the context attends to the latents and is updated
-    (context <- latents, one more block each), so later cross layers read a context that has seen the whole clip.
-    MeBT's own encoder never writes the context; this measures what that choice saves and costs."""
-
-    def __init__(self, cfg):
-        super().__init__(cfg)
-        n_updates = max(self.kinds.count("cross") - 1, 0)   # an update after the last cross layer is never read
-        self.context_layers = nn.ModuleList(
-            Block(cfg.d_model, cfg.n_heads, cfg.mlp_ratio, cfg.dropout) for _ in range(n_updates))
-
-    def forward(self, context: torch.Tensor) -> torch.Tensor:
-        """context (B, Nc, d) -> latents (B, L, d); the context is rewritten between cross layers."""
-        latents = self.latents.expand(context.shape[0], -1, -1)   # (B, L, d)
-        crosses = 0
-        for kind, layer in zip(self.kinds, self.layers):
-            if kind == "cross":
-                if crosses > 0:
-                    context = self.context_layers[crosses - 1](context, latents)   # (B, Nc, d): O(Nc * L)
-                crosses += 1
-            latents = layer(latents, latents if kind == "self" else context)
-        return latents
-
-
-class ContextUpdatingMeBT(MeBT):
-    """MeBT with ContextUpdatingEncoder, initialised exactly as MeBT initialises its own encoder."""
-
-    def __init__(self, cfg):
-        super().__init__(cfg)
-        self.encoder = ContextUpdatingEncoder(cfg)
-        init_weights(self.encoder)
-        nn.init.normal_(self.encoder.latents, std=1.0)   # as MeBT: latents start far apart
-
-
-def variant_config(name: str, base: Config) -> tuple[Config, int]:
-    """(the config a variant trains with, its training seed)."""
-    m, t = base.model, base.train
-    changes = {
-        "base": {}, "base seed 1": {}, "context updated": {},
-        "L=8": dict(model=dataclasses.replace(m, n_latents=8)),
-        "L=128": dict(model=dataclasses.replace(m, n_latents=128)),
-        "no curriculum": dict(train=dataclasses.replace(t, curriculum=False)),
-        "no write": dict(model=dataclasses.replace(m, decoder_layers=("read",) * len(m.decoder_layers))),
-        "cosine ratio": dict(model=dataclasses.replace(m, mask_schedule="cosine")),
-    }[name]
-    return dataclasses.replace(base, **changes).validate(), 1 if name == "base seed 1" else 0
-
-
-VARIANTS = ("base", "base seed 1", "L=8", "L=128", "no curriculum", "no write", "context updated",
-            "cosine ratio")
-
-
-def build_model(name: str, cfg: Config) -> MeBT:
-    return ContextUpdatingMeBT(cfg.model) if name == "context updated" else MeBT(cfg.model)
-
-
-def step_flops(name: str, cfg: Config):
-    """flops(batch, n_context, n_targets) of one training step (forward + backward), exact.
-
-    Every matmul and attention kernel of MeBT costs a fixed amount per context token, per target token, or per
-    sample (the latents' own layers), so the count is batch * (a + b * Nc + c * Nm) whenever Nc > 0. Three counts
-    on the meta device give a, b and c."""
-    with torch.device("meta"):
-        model = build_model(name, cfg)
-    _, h, w = cfg.model.grid
-    points = [(8, 0.5), (8, 0.25), (4, 0.5)]   # (latent frames, ratio) -> (Nc, Nm) = (256, 256), (384, 128), (128, 128)
-    rows, counts = [], []
-    for frames, ratio in points:
-        n = frames * h * w
-        n_masked = math.ceil(ratio * n)
-        rows.append([1.0, n - n_masked, n_masked])
-        counts.append(count_train_step(model, masked_batch(cfg.model, frames, 1, ratio), torch.device("meta"))["flops"])
-    a, b, c = np.linalg.solve(np.array(rows), np.array(counts, dtype=np.float64))
-    return lambda batch, n_context, n_targets: batch * (a + b * n_context + c * n_targets)
 
 
 def train_variant(name: str, cfg: Config, seed: int, caches: dict, device: torch.device) -> tuple[MeBT, dict]:
@@ -187,14 +104,21 @@ def heldout_ce_per_clip(model: MeBT, cfg: Config, tokens: torch.Tensor, frames: 
             for i in range(len(tokens))]
 
 
+QUALITY = ("persistence", "consistency", "motion")   # the unconditional task's headline metrics
+
+
 @torch.no_grad()
-def sample_persistence(model: MeBT, tokenizer, cfg: Config, num_videos: int, device: torch.device) -> list[float]:
-    """Object persistence (mebt/consistency.py) of each of `num_videos` 128-frame samples, averaged over its
-    16-frame windows; a sample without an object in frame 1 scores 0 (as in `bench.py quality`)."""
+def sample_quality(model: MeBT, tokenizer, cfg: Config, num_videos: int, device: torch.device) -> dict:
+    """`bench.py quality`'s unconditional scores of `num_videos` samples (whole clips, the preset's decoding): each
+    metric's mean over videos with its 95% bootstrap CI, and how many samples hold no object at all."""
     generator = torch.Generator(device).manual_seed(0)
     videos = generate_videos(model, tokenizer, num_videos, generator=generator,
                              **sampling_settings(cfg.train, math.prod(cfg.model.grid))).cpu()   # (B, 3, T, H, W)
-    return [float(object_persistence(v).mean()) if len(reference_objects(None, v)[0]) else 0.0 for v in videos]
+    unconditional = TASKS[0]
+    scores = summarize([score_video(v, unconditional) for v in videos], unconditional, cfg.data.frames, {})
+    quality = {k: dict(mean=scores[k]["mean"]["mean"], ci95=[scores[k]["mean"]["low"], scores[k]["mean"]["high"]],
+                       n=num_videos) for k in QUALITY}
+    return dict(quality, videos_without_objects=scores["videos_without_objects"])
 
 
 def prepare_tokens(args, cfg: Config, device: torch.device):
@@ -242,7 +166,7 @@ def run_ablations(args, device: torch.device) -> dict:
                    per_clip_ce=ce)
         if videos:
             start = time.perf_counter()
-            row["persistence"] = summary(sample_persistence(model, tokenizer, cfg, videos, device))
+            row["quality"] = sample_quality(model, tokenizer, cfg, videos, device)
             row["sampling_seconds"] = time.perf_counter() - start
         results["variants"][name] = row
         print_row(name, row, flush=True)
@@ -266,13 +190,15 @@ def add_paired_differences(results: dict) -> None:
 
 
 def fmt_ci(s: dict, digits: int = 3) -> str:
+    if s["mean"] is None:   # e.g. motion, when no sample had a move to judge
+        return "n/a"
     return f"{s['mean']:.{digits}f} [{s['ci95'][0]:.{digits}f}, {s['ci95'][1]:.{digits}f}]"
 
 
 def print_row(name: str, row: dict, flush: bool = False) -> None:
     ce = row["heldout_ce"]
     parts = [f"{k} r={r}: {ce[k][r]['mean']:.3f}" for k in ce for r in ce[k]]
-    persistence = f", persistence {fmt_ci(row['persistence'], 2)}" if "persistence" in row else ""
+    persistence = f", persistence {fmt_ci(row['quality']['persistence'], 2)}" if "quality" in row else ""
     print(f"  {name}: {row['seconds_per_step']:.3f} s/step, {row['train_flops'] / 1e12:.2f} TFLOP; "
           + ", ".join(parts) + persistence, flush=flush)
 
@@ -283,14 +209,15 @@ def print_table(results: dict) -> None:
           f"CE in nats/token, mean [95% CI over {results['heldout_clips']} clips]; minus base: paired difference")
     print(f"{'variant':16s} {'params':>7s} {'s/step':>6s} {'TFLOP':>6s} {f'CE {long} r=0.1':>22s} "
           f"{f'CE {long} r=0.5':>22s} {f'CE {long} r=0.9':>22s} {f'CE {short} r=0.5':>22s} "
-          f"{f'{long} r=0.5 minus base':>24s} {'persistence':>18s}")
+          f"{f'{long} r=0.5 minus base':>24s} {'persistence':>18s} {'consistency':>18s}")
     for name, row in results["variants"].items():
         ce, diff = row["heldout_ce"], row.get("ce_minus_base", {})
-        persistence = fmt_ci(row["persistence"], 2) if "persistence" in row else "-"
+        quality = {k: fmt_ci(row["quality"][k], 2) if "quality" in row else "-" for k in QUALITY}
         print(f"{name:16s} {row['parameters'] / 1e6:6.2f}M {row['seconds_per_step']:6.3f} "
               f"{row['train_flops'] / 1e12:6.2f} {fmt_ci(ce[long]['0.1']):>22s} {fmt_ci(ce[long]['0.5']):>22s} "
               f"{fmt_ci(ce[long]['0.9']):>22s} {fmt_ci(ce[short]['0.5']):>22s} "
-              f"{fmt_ci(diff[long]['0.5']) if diff else '-':>24s} {persistence:>18s}")
+              f"{fmt_ci(diff[long]['0.5']) if diff else '-':>24s} {quality['persistence']:>18s} "
+              f"{quality['consistency']:>18s}")
 
 
 def error_bars(stats: list[dict]) -> tuple[np.ndarray, np.ndarray]:
@@ -324,11 +251,14 @@ def plot_ablations(results: dict, path: str) -> None:
         axes[1].axhline(0, color="grey", lw=1)
         axes[1].legend(fontsize=8)
     axes[1].set_ylabel("CE minus base at r = 0.5 (paired, nats): below 0 = better")
-    with_samples = [(i, r["persistence"]) for i, r in enumerate(rows) if "persistence" in r]
-    if with_samples:
-        xs, stats = zip(*with_samples)
-        axes[2].errorbar(xs, *error_bars(list(stats)), fmt="o", capsize=3)
-    axes[2].set_ylabel(f"object persistence of {results['sample_videos']} samples")
+    for metric, offset in zip(QUALITY, (-0.2, 0.0, 0.2)):
+        with_samples = [(i + offset, r["quality"][metric]) for i, r in enumerate(rows)
+                        if "quality" in r and r["quality"][metric]["mean"] is not None]
+        if with_samples:
+            xs, stats = zip(*with_samples)
+            axes[2].errorbar(xs, *error_bars(list(stats)), fmt="o", capsize=3, label=metric)
+    axes[2].set_ylabel(f"unconditional samples ({results['sample_videos']} per variant)")
+    axes[2].legend(fontsize=8)
     for ax in axes[1:3]:
         ax.set_xticks(range(len(names)), names, rotation=35, ha="right")
     for ax in axes:
@@ -347,7 +277,7 @@ def add_parser(sub) -> None:
     p.add_argument("--tokenizer", default=None, help="a trained tokenizer.pt to share (e.g. out/tokenizer.pt); "
                    "default: train one in --work-dir (reused on the next run)")
     p.add_argument("--steps", type=int, default=None, help="training steps per variant (overrides --quick's)")
-    p.add_argument("--videos", type=int, default=None, help="128-frame samples per variant for persistence "
+    p.add_argument("--videos", type=int, default=None, help="128-frame samples per variant for the quality scores "
                    "(0 = skip sampling); decoding costs ~1 s per video per variant on one core")
     p.add_argument("--variants", default=None, help=f"comma-separated subset of: {', '.join(VARIANTS)}")
     p.add_argument("--work-dir", default=WORK_DIR, help="scratch: the shared tokenizer and token caches")

@@ -1,5 +1,6 @@
-"""bench.py ablations: each variant changes exactly one thing, the FLOP count per step is exact, the context-updating
-encoder is MeBT's encoder plus context updates, and a tiny end-to-end run writes a consistent table.
+"""bench.py ablations (benchmarks/ablations.py, benchmarks/ablation_variants.py): each variant changes exactly one
+thing, the FLOP count per step is exact, the context-updating encoder is MeBT's encoder plus context updates, and
+a tiny end-to-end run writes a consistent table.
 
     python -m pytest -q tests/test_ablations.py
 """
@@ -9,6 +10,7 @@ import types
 
 import torch
 
+from benchmarks import ablation_variants as variants
 from benchmarks import ablations
 from mebt.config import get_preset
 from mebt.encoder import LatentEncoder
@@ -23,16 +25,16 @@ CHANGED = {   # variant -> the only (section, field) it may change against the t
 
 def test_every_variant_changes_one_thing():
     base = get_preset("tiny")
-    assert set(ablations.VARIANTS) == set(CHANGED)
-    for name in ablations.VARIANTS:
-        cfg, seed = ablations.variant_config(name, base)
+    assert set(variants.VARIANTS) == set(CHANGED)
+    for name in variants.VARIANTS:
+        cfg, seed = variants.variant_config(name, base)
         changed = {(section, f.name) for section in ("data", "tokenizer", "model", "train")
                    for f in dataclasses.fields(getattr(base, section))
                    if getattr(getattr(cfg, section), f.name) != getattr(getattr(base, section), f.name)}
         assert changed == CHANGED[name], name
         assert seed == (1 if name == "base seed 1" else 0)
-        assert isinstance(ablations.build_model(name, cfg), ablations.ContextUpdatingMeBT) == (name == "context updated")
-    no_write, _ = ablations.variant_config("no write", base)   # as many decoder blocks as the base: same parameters
+        assert isinstance(variants.build_model(name, cfg), variants.ContextUpdatingMeBT) == (name == "context updated")
+    no_write, _ = variants.variant_config("no write", base)   # as many decoder blocks as the base: same parameters
     assert set(no_write.model.decoder_layers) == {"read"}
     assert len(no_write.model.decoder_layers) == len(base.model.decoder_layers)
 
@@ -40,10 +42,10 @@ def test_every_variant_changes_one_thing():
 def test_step_flops_is_exact_for_any_split_and_batch():
     base = get_preset("tiny")
     for name in ("base", "context updated", "no write"):
-        cfg, _ = ablations.variant_config(name, base)
-        flops = ablations.step_flops(name, cfg)
+        cfg, _ = variants.variant_config(name, base)
+        flops = variants.step_flops(name, cfg)
         with torch.device("meta"):
-            model = ablations.build_model(name, cfg)
+            model = variants.build_model(name, cfg)
         for frames, ratio, batch in ((32, 0.5, 2), (3, 0.9, 3), (17, 0.1, 1)):   # points the fit never saw
             n = frames * 64
             n_masked = -(-int(ratio * n * 1000) // 1000)
@@ -53,8 +55,8 @@ def test_step_flops_is_exact_for_any_split_and_batch():
 
 def test_updating_the_context_costs_more_per_context_token_and_nothing_per_target():
     base = get_preset("tiny")
-    frozen = ablations.step_flops("base", base)
-    updated = ablations.step_flops("context updated", base)
+    frozen = variants.step_flops("base", base)
+    updated = variants.step_flops("context updated", base)
     per_context = lambda f: f(1, 2, 1) - f(1, 1, 1)
     per_target = lambda f: f(1, 1, 2) - f(1, 1, 1)
     assert per_context(updated) > 2 * per_context(frozen)        # a context update adds query, output and MLP work
@@ -71,7 +73,7 @@ def silence(block):
 def test_context_updating_encoder_is_mebts_encoder_plus_context_updates():
     cfg = get_preset("tiny").model
     torch.manual_seed(0)
-    updating = ablations.ContextUpdatingEncoder(cfg)
+    updating = variants.ContextUpdatingEncoder(cfg)
     assert len(updating.context_layers) == cfg.encoder_layers.count("cross") - 1   # none after the last cross layer
     plain = LatentEncoder(cfg)
     plain.load_state_dict(updating.state_dict(), strict=False)    # the shared weights: latents and layers
@@ -89,6 +91,8 @@ def test_tiny_run_writes_a_consistent_table(tmp_path, monkeypatch):
     monkeypatch.setattr(ablations, "get_preset", lambda name: small)
     monkeypatch.setattr(ablations, "EVAL_FRAMES", (16, 32))
     monkeypatch.setattr(ablations, "QUICK", dict(steps=3, videos=2, tokenizer_steps=2))
+    few_calls = dict(steps=4, context_temperature=1000.0, bootstrap=2, revise=1, revise_temperature=1.0)
+    monkeypatch.setattr(ablations, "sampling_settings", lambda train, unknown: few_calls)   # a fast decode
     args = types.SimpleNamespace(quick=True, steps=None, videos=None, variants="base,context updated",
                                  tokenizer=None, work_dir=str(tmp_path / "work"), out_dir=str(tmp_path))
     ablations.run_ablations(args, torch.device("cpu"))
@@ -103,7 +107,10 @@ def test_tiny_run_writes_a_consistent_table(tmp_path, monkeypatch):
             for ratio, s in by_ratio.items():
                 assert s["n"] == 4 and s["ci95"][0] <= s["mean"] <= s["ci95"][1]
                 assert abs(s["mean"] - sum(row["per_clip_ce"][frames][ratio]) / 4) < 1e-9
-        assert row["persistence"]["n"] == 2 and 0 <= row["persistence"]["mean"] <= 1
+        for metric in ablations.QUALITY:
+            q = row["quality"][metric]
+            assert q["n"] == 2 and (q["mean"] is None or 0 <= q["ci95"][0] <= q["mean"] <= q["ci95"][1] <= 1)
+        assert 0 <= row["quality"]["videos_without_objects"] <= 2
         assert row["train_flops"] > 0 and row["seconds_per_step"] > 0 and row["steps"] == 3
         assert [c["step"] for c in row["curve"]] == [1, 2, 3]            # evaluated along the way
         flops = [c["train_flops"] for c in row["curve"]]
