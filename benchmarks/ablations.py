@@ -28,6 +28,7 @@ import time
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from benchmarks.ablation_variants import VARIANTS, build_model, step_flops, variant_config
 from benchmarks.common import device_name, parse_list, write_json
@@ -64,7 +65,7 @@ def train_variant(name: str, cfg: Config, seed: int, caches: dict, device: torch
     flops = step_flops(name, cfg)
     checkpoints = {round(tc.transformer_steps * k / CURVE_POINTS) for k in range(1, CURVE_POINTS + 1)}
     total_flops, seconds, losses, curve = 0.0, 0.0, [], []
-    for step in range(tc.transformer_steps):
+    for step in tqdm(range(tc.transformer_steps), desc=name, dynamic_ncols=True, leave=False):
         model.train()
         tick = time.perf_counter()
         batch = training_batch(caches["train"], step, schedule, cfg, step_generator(seed, step),
@@ -173,7 +174,7 @@ def run_ablations(args, device: torch.device) -> dict:
     add_paired_differences(results)
     path = os.path.join(args.out_dir, f"ablations-{device.type}.json")
     write_json(path, results)
-    print_table(results)
+    print("\n" + markdown_tables(results))
     plot_ablations(results, os.path.join(args.out_dir, f"ablations-{device.type}.png"))
     print(f"wrote {path} and its .png")
     return results
@@ -203,21 +204,30 @@ def print_row(name: str, row: dict, flush: bool = False) -> None:
           + ", ".join(parts) + persistence, flush=flush)
 
 
-def print_table(results: dict) -> None:
+def markdown_tables(results: dict) -> str:
+    """The two tables of docs/ablations.md: held-out cross-entropy, then cost and sample quality."""
     short, long = (f"{f}f" for f in results["eval_frames"])
-    print(f"\n{results['steps']} steps x batch {results['batch_size']}, {results['threads']} thread(s); held-out "
-          f"CE in nats/token, mean [95% CI over {results['heldout_clips']} clips]; minus base: paired difference")
-    print(f"{'variant':16s} {'params':>7s} {'s/step':>6s} {'TFLOP':>6s} {f'CE {long} r=0.1':>22s} "
-          f"{f'CE {long} r=0.5':>22s} {f'CE {long} r=0.9':>22s} {f'CE {short} r=0.5':>22s} "
-          f"{f'{long} r=0.5 minus base':>24s} {'persistence':>18s} {'consistency':>18s}")
+    cells = [f"CE {frames[:-1]} frames, r = {r}" for frames in (long, short) for r in RATIOS]
+    lines = [f"Held-out masked-token cross-entropy (nats/token), mean [95% CI over {results['heldout_clips']} "
+             f"held-out clips]; the last column: the paired difference to the base, on the same clips and masks.", "",
+             "| variant | " + " | ".join(cells) + f" | {long[:-1]} frames, r = 0.5, minus base |",
+             "|---" * (len(cells) + 2) + "|"]
     for name, row in results["variants"].items():
-        ce, diff = row["heldout_ce"], row.get("ce_minus_base", {})
-        quality = {k: fmt_ci(row["quality"][k], 2) if "quality" in row else "-" for k in QUALITY}
-        print(f"{name:16s} {row['parameters'] / 1e6:6.2f}M {row['seconds_per_step']:6.3f} "
-              f"{row['train_flops'] / 1e12:6.2f} {fmt_ci(ce[long]['0.1']):>22s} {fmt_ci(ce[long]['0.5']):>22s} "
-              f"{fmt_ci(ce[long]['0.9']):>22s} {fmt_ci(ce[short]['0.5']):>22s} "
-              f"{fmt_ci(diff[long]['0.5']) if diff else '-':>24s} {quality['persistence']:>18s} "
-              f"{quality['consistency']:>18s}")
+        ce, diff = row["heldout_ce"], row.get("ce_minus_base")
+        values = [fmt_ci(ce[frames][str(r)]) for frames in (long, short) for r in RATIOS]
+        lines.append(f"| {name} | " + " | ".join(values) + f" | {fmt_ci(diff[long]['0.5']) if diff else '–'} |")
+    lines += ["", f"Cost of the {results['steps']} training steps (batch {results['batch_size']}, "
+              f"{results['threads']} thread(s)), and `bench.py quality`'s unconditional scores of "
+              f"{results['sample_videos']} samples per variant, mean [95% CI over videos].", "",
+              "| variant | parameters | training TFLOPs | s / step | " + " | ".join(QUALITY) + " | samples without objects |",
+              "|---" * (len(QUALITY) + 5) + "|"]
+    for name, row in results["variants"].items():
+        quality = row.get("quality")
+        scores = [fmt_ci(quality[k], 2) if quality else "–" for k in QUALITY]
+        empty = f"{quality['videos_without_objects']} of {quality['persistence']['n']}" if quality else "–"
+        lines.append(f"| {name} | {row['parameters'] / 1e6:.2f}M | {row['train_flops'] / 1e12:.1f} | "
+                     f"{row['seconds_per_step']:.2f} | " + " | ".join(scores) + f" | {empty} |")
+    return "\n".join(lines)
 
 
 def error_bars(stats: list[dict]) -> tuple[np.ndarray, np.ndarray]:

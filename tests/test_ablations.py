@@ -120,3 +120,6 @@ def test_tiny_run_writes_a_consistent_table(tmp_path, monkeypatch):
     diff = updated["heldout_ce"]["32f"]["0.5"]["mean"] - base["heldout_ce"]["32f"]["0.5"]["mean"]
     assert abs(updated["ce_minus_base"]["32f"]["0.5"]["mean"] - diff) < 1e-9
     assert updated["parameters"] > base["parameters"] and updated["train_flops"] > base["train_flops"]
+    table = ablations.markdown_tables(results)
+    assert table.count("| base |") == 2 and table.count("| context updated |") == 2   # one row in each table
+    assert f"{base['heldout_ce']['32f']['0.1']['mean']:.3f} [" in table
