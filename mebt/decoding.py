@@ -131,7 +131,7 @@ def decode(model: nn.Module, batch_size: int, grid: tuple[int, int, int], *, ste
       revise_temperature: sampling temperature of the revise passes.
       temperature: token sampling temperature of the bootstrap and main loop (0 = argmax; 1 = the model's own).
       top_k: if set, the main loop samples only among the k most likely tokens; bootstrap and revise sample
-        from the whole distribution (as the authors do: top-k there would only sharpen what the loop revisits).
+        from the whole distribution, as the authors' code does.
       given: optional (B, t*h*w) long of known tokens, -1 = unknown. Known tokens are context from the start
         and never change; every sample must have the same number of them.
       generator: optional torch.Generator on the decoding device (the same device, index included), for
