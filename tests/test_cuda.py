@@ -5,6 +5,7 @@ reproducible decoding with a CUDA generator, checkpoints written on the GPU read
 scripts/gpu_check.sh runs this file first; on its own:
     python -m pytest -q tests/test_cuda.py
 """
+import json
 import shutil
 
 import pytest
@@ -110,6 +111,11 @@ def test_resume_on_the_gpu_matches_an_uninterrupted_run(gpu_run, tmp_path, monke
     monkeypatch.undo()
     resumed = train_transformer(cfg, str(tmp_path / "b"), resume=True, dist=Dist(device=CUDA))
     assert load_checkpoint(tmp_path / "b" / "mebt.pt", "mebt")["step"] == cfg.train.transformer_steps
-    # same draws, same steps; only the order of floating-point sums in CUDA kernels may differ
+    evals = [[(r["step"], r["eval_ce"]) for r in map(json.loads, open(run / "metrics.jsonl")) if "eval_ce" in r]
+             for run in (out, tmp_path / "b")]
+    assert [s for s, _ in evals[0]] == [s for s, _ in evals[1]] == [3, 6]
+    assert [ce for _, ce in evals[1]] == pytest.approx([ce for _, ce in evals[0]], rel=1e-4)
+    # the same draws and steps; only the order of floating-point sums in CUDA kernels (atomic adds in backward)
+    # may differ, and AdamW turns a tiny gradient difference into up to lr-sized weight differences
     for name, value in gpu_model.state_dict().items():
-        torch.testing.assert_close(resumed.state_dict()[name], value, rtol=1e-4, atol=1e-5, msg=name)
+        torch.testing.assert_close(resumed.state_dict()[name], value, rtol=1e-3, atol=1e-3, msg=name)
