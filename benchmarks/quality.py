@@ -46,7 +46,9 @@ from mebt.train_transformer import heldout_cross_entropy
 MEBT_BUDGETS = (("preset", {}), ("no bootstrap", dict(bootstrap=0)), ("128 steps", dict(steps=128)))
 SLIDING_BUDGETS = (("preset", {}), ("8 steps", dict(bootstrap=0, steps=8, revise=0)),
                    ("16 steps", dict(bootstrap=8, steps=16, revise=2)))
-QUICK_VIDEOS, QUICK_BASELINE_STEPS = 8, 300   # --quick: a smoke run of the whole pipeline, not a measurement
+# --quick: a smoke run of the whole pipeline (every task and method), not a measurement: few videos, short
+# baselines, and only the cheaper budgets (the sliding window's preset costs 1.5x MeBT's preset in FLOPs)
+QUICK_VIDEOS, QUICK_BASELINE_STEPS, QUICK_BUDGETS = 8, 300, ("preset", "no bootstrap", "8 steps", "16 steps")
 DECODE_CHUNK = 4                              # videos per tokenizer decode: full-resolution activations are large
 METRICS = ("persistence", "consistency", "motion", "trajectory_error", "miss_rate")
 
@@ -94,15 +96,19 @@ def run_method(name: str, generate, metered: Metered, given: torch.Tensor, batch
     return videos, metered.calls / batches, metered.flops / batches, seconds
 
 
-def methods(cfg, models: dict, unknown: int, window_tokens: int) -> list[dict]:
+def methods(cfg, models: dict, unknown: int, window_tokens: int, quick: bool) -> list[dict]:
     """Every (method, budget) run of a task: names, decoding settings, the function that decodes, and whether it
     is the method's default (the checkpoint's own settings: the per-window plot and the side-by-side GIF)."""
     runs = []
     for budget, change in MEBT_BUDGETS:
+        if quick and budget not in QUICK_BUDGETS:
+            continue
         settings = {**sampling_settings(cfg.train, unknown), **change}
         runs.append(dict(method="mebt", budget=budget, settings=settings, model=models["mebt"], uses_last_frames=True,
                          default=not change, generate=lambda m, g, gen, s=settings: mebt_tokens(m, g, s, gen)))
     for budget, change in SLIDING_BUDGETS:   # bootstrap is capped again per window, at its unknown tokens
+        if quick and budget not in QUICK_BUDGETS:
+            continue
         settings = {**sampling_settings(cfg.train, window_tokens), **change}
         runs.append(dict(method="sliding-window", budget=budget, settings=settings, model=models["sliding-window"],
                          uses_last_frames=True, default=not change,
@@ -169,7 +175,7 @@ def run_quality(args, device: torch.device) -> dict:
         rows = [dict(method="tokenizer (real clips)", budget="-", calls=0, flops=0, seconds=0, uses_last_frames=True,
                      default=True, **summarize([score_video(v, task, tr) for v, tr in zip(real, truths)], task,
                                                cfg.data.frames, data_histograms))]
-        for run in methods(cfg, models, unknown, models["sliding-window"].cfg.n_positions):
+        for run in methods(cfg, models, unknown, models["sliding-window"].cfg.n_positions, args.quick):
             videos, calls, flops, seconds = run_method(f"{run['method']} ({run['budget']})", run["generate"],
                                                        run["model"], given, args.batch_size, tokenizer, args.seed)
             scores = [score_video(v, task, tr) for v, tr in zip(videos, truths)]
