@@ -91,7 +91,7 @@ def plot_quality(results: dict, path: str) -> None:
                 axis.legend(fontsize=7)
     fig.suptitle(f"{results['num_videos']} held-out videos per method, {results['frames']} frames; means with 95% "
                  "bootstrap CIs over videos (exact ground-truth checks, not FVD)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.98))   # leave the top strip to the title
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
