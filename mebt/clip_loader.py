@@ -35,7 +35,7 @@ class ClipReader(Dataset):
         video_index, start = pair
         if isinstance(self.dataset, VideoFolder):
             return self.dataset.clip(video_index, start)             # decodes just this window
-        return self.dataset[video_index][:, start:start + self.clip_frames]   # generated whole (cheap), cropped
+        return self.dataset.window(video_index, start, self.clip_frames)   # generated data: renders just these frames
 
 
 class StepBatches(Sampler):
