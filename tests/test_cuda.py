@@ -39,17 +39,19 @@ def test_bf16_compiled_training_steps_have_a_finite_falling_loss_without_a_host_
     for step in range(8):   # changing T, Nc and Nm: compiles once (symbolic sizes), then reuses the graph
         batch = training_batch(cache, step, schedule, cfg, step_generator(0, step), shared_generator(0, step))
         train_step(compiled, optimizer, batch, cfg.train.lr, cfg.train.grad_clip, CUDA, "bf16")
-    inputs, targets = masked_batch(cfg.model, cfg.model.grid[0], batch_size=8)("cpu")   # one full-length batch
+    (_, context_pos, target_pos), _ = masked_batch(cfg.model, cfg.model.grid[0], batch_size=8)("cpu")
+    vocab = cfg.model.vocab_size   # one full-length batch whose tokens follow from their positions: learnable
+    batch = (context_pos % vocab, context_pos, target_pos, target_pos % vocab)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")   # any host sync inside a step now raises
     try:
-        losses = [train_step(compiled, optimizer, (*inputs, targets), cfg.train.lr, cfg.train.grad_clip, CUDA,
-                             "bf16")[0] for _ in range(30)]
+        losses = [train_step(compiled, optimizer, batch, cfg.train.lr, cfg.train.grad_clip, CUDA, "bf16")[0]
+                  for _ in range(30)]
     finally:
         torch.cuda.set_sync_debug_mode(0)
     losses = torch.stack(losses).tolist()
     assert all(torch.isfinite(torch.tensor(losses)))
-    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.1, losses   # it learns the batch
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 1.0, losses   # it learns the batch (CPU: 5.6 -> 2.1)
 
 
 def test_fp32_logits_on_the_gpu_equal_the_cpu_ones_with_and_without_context():
