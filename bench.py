@@ -6,6 +6,8 @@ long samples stay on the synthetic data. One command per module of benchmarks/ (
     python bench.py throughput                          # train step time, tokens/s, MFU; one video vs autoregressive
     python bench.py ablations --quick                   # one design choice changed at a time (~1 min per variant)
     python bench.py reachability                        # who can influence whom after 1-2 layers: MeBT vs sparse
+    python bench.py data                                # frames/s read with 0/1/2 DataLoader workers, cache build
+    python bench.py fvd --i3d i3d_pretrained_400.pt --real DIR --fake samples.npy   # FVD with your own I3D weights
 
 Every command writes JSON (and a plot) under bench/results/ (--out-dir elsewhere). On a CPU PyTorch runs on
 --threads threads (default 1): on a shared 2-core machine two intra-op threads were ~40x slower than one,
@@ -17,10 +19,10 @@ import argparse
 
 import torch
 
-from benchmarks import ablations, efficiency, quality, reachability, throughput
+from benchmarks import ablations, data, efficiency, fvd, quality, reachability, throughput
 from benchmarks.common import RESULTS
 
-COMMANDS = (efficiency, quality, ablations, reachability, throughput)   # each registers its subcommand
+COMMANDS = (efficiency, quality, ablations, reachability, throughput, data, fvd)   # each registers its subcommand
 
 
 def main(argv=None):
