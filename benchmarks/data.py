@@ -77,8 +77,16 @@ def load_average() -> float:
     return os.getloadavg()[0]
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (DataLoader workers, ffmpeg) so far."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
 def read_rate(root: str, workers: int, seconds: float, seed: int) -> dict:
-    """Frames/s of random 16-frame windows at 128 px, batches of 8, timed from the first batch for `seconds`."""
+    """Frames/s of random 16-frame windows at 128 px, batches of 8, timed from the first batch for `seconds`; and
+    CPU seconds per frame, which a busy machine does not change (with workers it also counts the batches they
+    had read ahead, so it is exact at 0 workers only)."""
     data = VideoFolder(root, CLIP, RESOLUTION)
     rng = np.random.default_rng(seed)
 
@@ -87,12 +95,13 @@ def read_rate(root: str, workers: int, seconds: float, seed: int) -> dict:
         return [(int(i), int(rng.integers(data.starts(i)))) for i in videos]
     batches = iter(clip_loader(data, CLIP, draw, range(10**6), workers))
     next(batches)                                                                 # workers started, first batch in
-    start, frames = time.perf_counter(), 0
+    start, cpu, frames = time.perf_counter(), cpu_seconds(), 0
     while time.perf_counter() - start < seconds:
         frames += next(batches).shape[0] * CLIP
     elapsed = time.perf_counter() - start
-    del batches                                                                   # stops the workers
-    return {"frames_per_s": frames / elapsed, "frames": frames, "seconds": elapsed, "load_average": load_average()}
+    del batches                                                                   # stops (and reaps) the workers
+    return {"frames_per_s": frames / elapsed, "cpu_s_per_frame": (cpu_seconds() - cpu) / frames, "frames": frames,
+            "seconds": elapsed, "load_average": load_average()}
 
 
 def tiny_tokenizer() -> VQTokenizer:
@@ -161,8 +170,8 @@ def run(args, device: torch.device) -> dict:
             for repeat in range(args.repeats):
                 rate = {"format": kind, "workers": w, "repeat": repeat, **read_rate(folder, w, args.seconds, repeat)}
                 results["read"].append(rate)
-                print(f"{kind:5s} workers={w} run {repeat + 1}: {rate['frames_per_s']:7.1f} frames/s "
-                      f"(load average {rate['load_average']:.1f})")
+                print(f"{kind:5s} workers={w} run {repeat + 1}: {rate['frames_per_s']:7.1f} frames/s, "
+                      f"{1000 * rate['cpu_s_per_frame']:.1f} CPU ms per frame (load average {rate['load_average']:.1f})")
     scratch = os.path.join(root, "scratch")
     os.makedirs(scratch, exist_ok=True)
     for kind, folder in (("jpeg", os.path.join(root, "sky")), ("mp4", os.path.join(root, "mp4"))):
