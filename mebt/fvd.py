@@ -12,7 +12,7 @@ The protocol (their measure_fvd_with_numpy.py + TATS's fvd.py), and ours by defa
   `num_videos`; generated clips: one random window of each sample longer than the clip (they draw one start per
   batch of 32: the same distribution of windows);
 - the Frechet distance between the two Gaussians fitted to the features (unbiased covariances):
-  |mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1^1/2 S2 S1^1/2)^1/2), here in float64 with eigendecompositions (numpy only).
+  |mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1^1/2 S2 S1^1/2)^1/2), here in float64 (eigendecompositions, one SVD; numpy).
 
 Why papers' FVDs differ, and ours may differ from theirs: the protocol (logits vs pool features, 16 vs 128
 frames, 512 vs 2048 videos, train vs test real videos, which resize), the frame stride (Taichi at stride 4 moves
@@ -49,10 +49,10 @@ def preprocess(clips: torch.Tensor, size: int = SIZE) -> torch.Tensor:
 
 
 @torch.no_grad()
-def i3d_logits(i3d: torch.nn.Module, batches: Iterable, device="cpu", size: int = SIZE) -> np.ndarray:
+def i3d_logits(i3d: torch.nn.Module, batched: Iterable, device="cpu", size: int = SIZE) -> np.ndarray:
     """I3D logits of every clip: batches of uint8 clips (B, T, H, W, 3) -> (N, 400) float64."""
     features = []
-    for clips in batches:
+    for clips in batched:
         clips = torch.as_tensor(np.asarray(clips)).to(device)                      # (B, T, H, W, 3) uint8
         features.append(i3d(preprocess(clips, size)).double().cpu().numpy())        # (B, 400)
     return np.concatenate(features)
