@@ -21,6 +21,7 @@ Writes bench/results/ablations-<device>.{json,png} (--out-dir elsewhere); scratc
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import shutil
@@ -152,12 +153,24 @@ def run_ablations(args, device: torch.device) -> dict:
     base = dataclasses.replace(preset, train=dataclasses.replace(
         preset.train, transformer_steps=steps, tokenizer_steps=budget["tokenizer_steps"]))
     tokenizer, caches, fp = prepare_tokens(args, base, device)
-    results = dict(steps=steps, batch_size=base.train.batch_size, threads=torch.get_num_threads(),
-                   device=device_name(device), tokenizer_fingerprint=fp, heldout_clips=len(caches["eval"]),
-                   eval_frames=list(EVAL_FRAMES), ratios=list(RATIOS),
-                   sample_videos=videos, decoding=sampling_settings(base.train, math.prod(base.model.grid)),
-                   date=time.strftime("%Y-%m-%d"), variants={})
+    settings = dict(steps=steps, batch_size=base.train.batch_size, device=device_name(device),
+                    tokenizer_fingerprint=fp, heldout_clips=len(caches["eval"]), eval_frames=list(EVAL_FRAMES),
+                    ratios=list(RATIOS), sample_videos=videos,
+                    decoding=sampling_settings(base.train, math.prod(base.model.grid)))
+    path = os.path.join(args.out_dir, f"ablations-{device.type}.json")
+    results = dict(settings, threads=torch.get_num_threads(), date=time.strftime("%Y-%m-%d"), variants={})
+    if args.resume and os.path.exists(path):   # keep the variants an interrupted run of the same settings finished
+        with open(path) as f:
+            previous = json.load(f)
+        changed = [k for k in settings if previous.get(k) != json.loads(json.dumps(settings[k]))]
+        if changed:
+            raise ValueError(f"--resume: {path} was run with other settings ({', '.join(changed)}); "
+                             "use another --out-dir, or the same flags and tokenizer")
+        results["variants"] = {k: v for k, v in previous["variants"].items() if k in variants}
     for name in variants:
+        if name in results["variants"]:
+            print(f"ablations: {name}: kept from {path}")
+            continue
         cfg, seed = variant_config(name, base)
         print(f"ablations: {name}: training {steps} steps", flush=True)
         model, cost = train_variant(name, cfg, seed, caches, device)
@@ -171,9 +184,8 @@ def run_ablations(args, device: torch.device) -> dict:
             row["sampling_seconds"] = time.perf_counter() - start
         results["variants"][name] = row
         print_row(name, row, flush=True)
-    add_paired_differences(results)
-    path = os.path.join(args.out_dir, f"ablations-{device.type}.json")
-    write_json(path, results)
+        add_paired_differences(results)
+        write_json(path, results)   # after every variant: an interrupted run loses only the one it was training
     print("\n" + markdown_tables(results))
     plot_ablations(results, os.path.join(args.out_dir, f"ablations-{device.type}.png"))
     print(f"wrote {path} and its .png")
@@ -291,4 +303,6 @@ def add_parser(sub) -> None:
                    "(0 = skip sampling); decoding costs ~1 s per video per variant on one core")
     p.add_argument("--variants", default=None, help=f"comma-separated subset of: {', '.join(VARIANTS)}")
     p.add_argument("--work-dir", default=WORK_DIR, help="scratch: the shared tokenizer and token caches")
+    p.add_argument("--resume", action="store_true", help="keep the variants an interrupted run with the same "
+                   "settings already wrote to the JSON (it is rewritten after every variant) and train the rest")
     p.set_defaults(run=run_ablations)

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import types
 
+import pytest
 import torch
 
 from benchmarks import ablation_variants as variants
@@ -93,10 +94,21 @@ def test_tiny_run_writes_a_consistent_table(tmp_path, monkeypatch):
     monkeypatch.setattr(ablations, "QUICK", dict(steps=3, videos=2, tokenizer_steps=2))
     few_calls = dict(steps=4, context_temperature=1000.0, bootstrap=2, revise=1, revise_temperature=1.0)
     monkeypatch.setattr(ablations, "sampling_settings", lambda train, unknown: few_calls)   # a fast decode
-    args = types.SimpleNamespace(quick=True, steps=None, videos=None, variants="base,context updated",
+    args = types.SimpleNamespace(quick=True, steps=None, videos=None, variants="base", resume=False,
                                  tokenizer=None, work_dir=str(tmp_path / "work"), out_dir=str(tmp_path))
+    ablations.run_ablations(args, torch.device("cpu"))                  # as if interrupted after the first variant
+    first = json.loads((tmp_path / "ablations-cpu.json").read_text())
+    trained = []
+    train_variant = ablations.train_variant
+    monkeypatch.setattr(ablations, "train_variant", lambda name, *a: trained.append(name) or train_variant(name, *a))
+    args.variants, args.resume = "base,context updated", True
     ablations.run_ablations(args, torch.device("cpu"))
     results = json.loads((tmp_path / "ablations-cpu.json").read_text())
+    assert trained == ["context updated"]                               # the finished variant was kept, not redone
+    assert results["variants"]["base"]["per_clip_ce"] == first["variants"]["base"]["per_clip_ce"]
+    args.steps = 4                                                      # other settings: refused, in one line
+    with pytest.raises(ValueError, match="--resume: .* other settings \\(steps\\)"):
+        ablations.run_ablations(args, torch.device("cpu"))
     assert (tmp_path / "ablations-cpu.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert results["steps"] == 3 and list(results["variants"]) == ["base", "context updated"]
     base, updated = results["variants"]["base"], results["variants"]["context updated"]
