@@ -163,8 +163,8 @@ class VideoFolder(Dataset):
         for warning in unreadable:
             print(f"[data] skipped unreadable video {warning}")
         if not found:
-            raise FileNotFoundError(f"{self.source}: no videos or {'/'.join(IMAGE_SUFFIXES)} frames found; "
-                                    f"expected {LAYOUTS}")
+            raise FileNotFoundError(f"{self.source}: no {'/'.join(IMAGE_SUFFIXES)} frames found, nor readable video "
+                                    f"files; expected {LAYOUTS}")
         self.videos = [video for video in found if len(video) >= self.span]   # frame paths or a VideoFile
         if len(self.videos) < len(found):
             print(f"[data] {self.source}: skipped {len(found) - len(self.videos)} of {len(found)} videos "
