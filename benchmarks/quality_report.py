@@ -26,7 +26,8 @@ def ci(interval: dict, metric: str) -> str:
     if interval["mean"] is None:
         return "-"
     scale, digits = (1, 2) if metric == "trajectory_error" else (100, 1)
-    return f"{interval['mean'] * scale:.{digits}f} [{interval['low'] * scale:.{digits}f}, {interval['high'] * scale:.{digits}f}]"
+    mean, low, high = (interval[k] * scale for k in ("mean", "low", "high"))
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
 def print_table(results: dict) -> None:

@@ -146,11 +146,12 @@ def autoregressive_tokens(model: nn.Module, given: torch.Tensor, generator) -> t
     return tokens
 
 
-def score_video(video: torch.Tensor, task: Task, truth=None) -> dict:
+def score_video(video: torch.Tensor, task: Task, truth=None, tracks=None) -> dict:
     """Per-window scores (one value per WINDOW frames of the whole video) of one (3, T, H, W) video.
 
     unconditional: persistence of its first frame's objects, consistency with its modal objects, motion, and
-      its modal objects' histograms. Others: persistence of the true objects, trajectory error and miss rate."""
+      its modal objects' histograms. Others: persistence of the true objects, trajectory error and miss rate
+      (tracks = true_tracks(truth), computed once per truth for all its videos)."""
     found = detect_objects(video)   # one detection shared by every metric
     scores = {"motion": motion_plausibility(video, found)}
     if task.first == 0:
@@ -162,5 +163,5 @@ def score_video(video: torch.Tensor, task: Task, truth=None) -> dict:
         scores["without_objects"] = float(len(modal.colours) == 0)
     else:
         scores["persistence"] = object_persistence(video, truth, found)
-        scores["trajectory_error"], scores["miss_rate"] = trajectory_error(video, truth, found)
+        scores["trajectory_error"], scores["miss_rate"] = trajectory_error(video, truth, found, tracks)
     return scores

@@ -109,7 +109,8 @@ class AutoregressiveBaseline(nn.Module):
         B, n = tokens.shape
         if cache is None:
             if not 1 <= n <= self.cfg.n_positions:
-                raise ValueError(f"AutoregressiveBaseline.forward: tokens length {n} must be in [1, {self.cfg.n_positions}]")
+                raise ValueError(f"AutoregressiveBaseline.forward: tokens length {n} must be in "
+                                 f"[1, {self.cfg.n_positions}]")
             inputs = torch.cat([self.start.expand(B, 1, -1), self.token(tokens[:, :-1])], dim=1)   # (B, N, d)
             x = inputs + self.position(torch.arange(n, device=tokens.device).expand(B, n))
             for block in self.blocks:
@@ -165,7 +166,7 @@ def continue_tokens(model: nn.Module, prefix: torch.Tensor, n_tokens: int, tempe
     cache.reset()
     tokens = torch.empty(B, p + n_tokens, dtype=torch.long, device=prefix.device)              # filled in place
     tokens[:, :p] = prefix
-    fed = prefix                                                                                # (B, p) the prefix first
+    fed = prefix                                                                   # (B, p): the prefix first
     for i in range(p, p + n_tokens):
         tokens[:, i:i + 1] = sample_token(model(fed, cache), temperature, top_k, generator)
         fed = tokens[:, i:i + 1]                                                                # then the newest token

@@ -151,21 +151,22 @@ def test_new_metrics_are_perfect_on_ground_truth():
 
 
 def test_recoloured_object_late_drops_consistency_by_its_share_of_frames():
+    """Recoloured for the last 16 frames: below MODAL_SHARE, so the modal set keeps the original colour."""
     checked = 0
     for video, truth in videos(8):
         k = len(truth.colours) - 1                                                  # drawn last: never covered
         unused = np.setdiff1d(np.arange(len(PALETTE)), truth.colours)[0]
         recoloured = replace(truth, colours=np.where(np.arange(len(truth.colours)) == k, unused, truth.colours))
         broken = video.clone()
-        broken[:, 96:] = render(recoloured)[:, 96:]                                 # the last quarter
-        assert object_consistency(broken).tolist() == [1.0] * 6 + [0.0] * 2        # modal = the original objects
+        broken[:, 112:] = render(recoloured)[:, 112:]                               # the last eighth
+        assert object_consistency(broken).tolist() == [1.0] * 7 + [0.0]            # modal = the original objects
         _, missed = trajectory_error(broken, truth)                                 # nan: every object overlapped
-        assert not (missed[:6] > 0).any() and not (missed[6:] == 0).any()           # its sightings are missed
-        checked += np.isfinite(missed[6:]).sum()
+        assert not (missed[:7] > 0).any() and not (missed[7:] == 0).any()           # its sightings are missed
+        checked += np.isfinite(missed[7:]).sum()
         halfway = video.clone()
         halfway[:, 64:] = render(recoloured)[:, 64:]                                # no majority colour: no frame
         assert (object_consistency(halfway) == 0).all()                             # holds the modal set
-    assert checked >= 8
+    assert checked >= 4
 
 
 @pytest.mark.parametrize("change", ["frozen", "teleported"])

@@ -103,7 +103,8 @@ def test_sliding_window_interpolates_with_the_known_last_frames():
 def test_metered_counts_every_call_and_its_flops_per_video():
     model = MeBT(ModelConfig(vocab_size=V, grid=(4, 2, 3), d_model=32, n_heads=2, n_latents=4)).eval()
     metered = tasks.Metered(model)
-    split = lambda n: (torch.zeros(2, n, dtype=torch.long), torch.arange(n).expand(2, n), torch.arange(n, 24).expand(2, 24 - n))
+    split = lambda n: (torch.zeros(2, n, dtype=torch.long), torch.arange(n).expand(2, n),
+                       torch.arange(n, 24).expand(2, 24 - n))                       # (context, its positions, targets)
     direct = {}
     for n in (5, 9):
         counter = FlopCounterMode(display=False, custom_mapping=CPU_FLASH_FLOPS)   # attention on the CPU too
@@ -145,7 +146,8 @@ def micro_checkpoint(folder) -> str:
     state = VQTokenizer(cfg.tokenizer).state_dict()
     record = {"path": str(folder / "tokenizer.pt"), "config": cfg.to_dict(), "fingerprint": fingerprint(state)}
     save_checkpoint(folder / "tokenizer.pt", {"kind": "tokenizer", "model": state, "optimizer": {}, "step": 0,
-                                              "rng": rng_state(), "config": cfg.to_dict(), "fingerprint": record["fingerprint"]})
+                                              "rng": rng_state(), "config": cfg.to_dict(),
+                                              "fingerprint": record["fingerprint"]})
     save_checkpoint(folder / "mebt.pt", {"kind": "mebt", "model": MeBT(cfg.model).state_dict(), "optimizer": {},
                                          "step": 2, "rng": rng_state(), "config": cfg.to_dict(), "tokenizer": record})
     return str(folder / "mebt.pt")
@@ -177,11 +179,13 @@ def test_quick_writes_every_task_and_method(tmp_path):
     assert "trajectory_error" in results["tasks"]["prediction"]["runs"][1]
     assert (out / "quality-cpu.png").read_bytes()[:4] == b"\x89PNG" and (out / "side-by-side-cpu.gif").exists()
     baseline = results["baselines"]["autoregressive"]["checkpoint"]
-    assert baseline.startswith(str(tmp_path / "autoregressive-2steps")) and results["baselines"]["sliding-window"]["steps"] == 2
+    assert baseline.startswith(str(tmp_path / "autoregressive-2steps"))
+    assert results["baselines"]["sliding-window"]["steps"] == 2
 
     # the next run reuses both baselines; a baseline folder with another tokenizer is refused
     _, cfg, payload = load_mebt(ckpt, "cpu")
-    fp, mtimes = payload["tokenizer"]["fingerprint"], [os.path.getmtime(r["checkpoint"]) for r in results["baselines"].values()]
+    fp = payload["tokenizer"]["fingerprint"]
+    mtimes = [os.path.getmtime(r["checkpoint"]) for r in results["baselines"].values()]
     for load, (name, record) in zip((baselines_train.sliding_window_model, baselines_train.autoregressive_model),
                                     results["baselines"].items()):
         assert load(ckpt, cfg, fp, 2, torch.device("cpu"))[1:] == (record["checkpoint"], 2)

@@ -19,7 +19,8 @@ def test_two_valued_sample_matches_the_binomial_interval():
     interval = mean_ci(values, resamples=20000)
     half = 1.96 * math.sqrt(0.3 * 0.7 / 100)                        # the normal approximation: 0.0898
     assert interval.mean == pytest.approx(0.3)
-    assert interval.low == pytest.approx(0.3 - half, abs=0.015) and interval.high == pytest.approx(0.3 + half, abs=0.015)
+    assert interval.low == pytest.approx(0.3 - half, abs=0.015)
+    assert interval.high == pytest.approx(0.3 + half, abs=0.015)
     assert mean_ci(values, resamples=20000) == interval              # the same redraws every time
 
 
