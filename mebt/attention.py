@@ -5,7 +5,7 @@ A pre-LayerNorm block whose queries and keys/values come from *separate* streams
     x = query + Attention(LN_q(query), LN_kv(kv))
     x = x + MLP(LN(x))
 
-MeBT's layers differ only in who is the query and who is the key/value (DESIGN.md §2), so a
+MeBT's layers differ only in who is the query and who is the key/value (docs/architecture.md), so a
 self-attention layer is simply `block(x, x)`. Attention runs through the fused
 `F.scaled_dot_product_attention`; `materialize=True` computes softmax(QK^T / sqrt(e)) V with an
 explicit (B, heads, Nq, Nk) score matrix instead, so tests and bench.py can show what the fused

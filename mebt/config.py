@@ -36,7 +36,7 @@ class TokenizerConfig:
     spatial_downsample: int = 4        # H pixels -> H/4 token rows (tiny: 32 -> 8)
     codebook_size: int = 256           # number of discrete codes = the transformer's vocabulary
     code_dim: int = 32                 # dimension of each codebook vector
-    ema_decay: float = 0.99            # EMA codebook update rate (DESIGN.md §6)
+    ema_decay: float = 0.99            # EMA codebook update rate (docs/architecture.md, "the tokenizer")
     commitment: float = 0.25           # weight of || z_e - sg(z_q) ||^2
     dead_code_threshold: float = 1.0   # a code whose EMA usage count falls below this is restarted
 
@@ -77,7 +77,7 @@ class TrainConfig:
     weight_decay: float = 0.01           # applied to matrices only (not biases, norms, embeddings)
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float = 1.0
-    curriculum: bool = True              # grow the clip length during training (DESIGN.md §4)
+    curriculum: bool = True              # grow the clip length during training (docs/curriculum.md)
     curriculum_full_at: float = 0.65     # fraction of transformer_steps at which the full length is the mode
     curriculum_spread: float = 2.0       # c in p(T): the length is spread about +-c latent frames around its mode
     eval_every: int = 200
@@ -175,7 +175,7 @@ def _small() -> Config:
 
 
 def _paper() -> Config:
-    # DESIGN.md §2: d=1024, 16 heads, 24 layers (13 encoder + 11 decoder), 256 latents, vocab 16384,
+    # the paper's model: d=1024, 16 heads, 24 layers (13 encoder + 11 decoder), 256 latents, vocab 16384,
     # 32x16x16 tokens for 128 frames of 128x128 video; 336M parameters here (the paper reports ~345M).
     return Config(
         name="paper",

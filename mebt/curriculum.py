@@ -1,4 +1,4 @@
-"""Length curriculum: train on short windows of the clip first, growing to the full clip (DESIGN.md §4).
+"""Length curriculum: train on short windows of the clip first, growing to the full clip (docs/curriculum.md).
 
 At training step s a window length T in {1..T_max} latent frames is drawn with
 

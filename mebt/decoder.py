@@ -1,6 +1,6 @@
 """MeBT's linear decoder: masked targets read from the latents, the latents read back from them.
 
-Layer kinds come from ModelConfig.decoder_layers (DESIGN.md §2):
+Layer kinds come from ModelConfig.decoder_layers (why write layers: docs/architecture.md):
     "read" : targets <- latents                     (query targets, keys/values latents)  O(Nm * L)
     "write": latents <- concat(latents, targets)    (query latents)                       O(L * (L + Nm))
 Targets never attend to one another; they only meet through the L latents. That keeps the cost

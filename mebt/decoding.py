@@ -1,4 +1,4 @@
-"""Iterative masked decoding (DESIGN.md §5): generate a whole token grid in a few dozen parallel steps.
+"""Iterative masked decoding (docs/objective-and-decoding.md): a whole token grid in a few dozen parallel steps.
 
 Start with every unknown position masked. Each step runs the network once on the current
 (context, targets) split, samples a token for every target, and keeps the most confident ones

@@ -1,6 +1,6 @@
 """MeBT's encoder: squeeze any number of context tokens into L learned latent vectors.
 
-Layer kinds come from ModelConfig.encoder_layers (DESIGN.md §2):
+Layer kinds come from ModelConfig.encoder_layers (why the context is frozen: docs/architecture.md):
     "cross": latents <- context   (query latents, keys/values context)   cost O(L * Nc)
     "self" : latents <- latents                                            cost O(L^2)
 The context embeddings are never updated: every cross layer reads the same C, so the encoder's

@@ -1,6 +1,6 @@
 """Training-time masking: split each sample's token positions into a context set and a target set.
 
-DESIGN.md §3. One mask ratio r is drawn per batch; per sample a random permutation of its N positions
+Why: docs/objective-and-decoding.md. One mask ratio r is drawn per batch; per sample a random permutation of its N positions
 puts the first N - ceil(r*N) in the context (visible) and the rest in the targets (to predict), with at least
 two positions on each side: training never shows the model an empty context.
 Every sample has the same (Nc, Nm), so a batch is two plain (B, n) index tensors: no padding.

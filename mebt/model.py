@@ -1,4 +1,4 @@
-"""MeBT: the memory-efficient bidirectional transformer (DESIGN.md §2).
+"""MeBT: the memory-efficient bidirectional transformer (why it is built this way: docs/architecture.md).
 
 Given the visible tokens (context: indices + positions) and the positions of the hidden ones
 (targets), predict a distribution over the codebook for every target, all at once:

@@ -1,7 +1,7 @@
 """VQ-VAE video tokenizer: 3D-conv encoder -> vector quantizer (mebt/quantizer.py) -> 3D-conv decoder.
 
 A clip (B, 3, T, H, W) in [-1, 1] becomes a grid of codebook indices (B, T/4, H/s, W/s), s = 4 (tiny,
-small) or 8 (paper), and back. This is the TATS-style tokenizer of DESIGN.md §6 trained with
+small) or 8 (paper), and back. A TATS-style tokenizer (docs/architecture.md, "the tokenizer") trained with
 reconstruction (MSE) + commitment only: no perceptual or adversarial losses, which need weights we
 cannot download. Down/up-sampling is done by strided convs whose kernel equals the stride (a learned
 space-to-depth and its transpose): no 3x3x3 conv ever runs at full resolution, which makes the tiny

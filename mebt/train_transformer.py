@@ -1,6 +1,6 @@
 """Stage 2: train MeBT on the token cache; writes OUT/mebt.pt, OUT/metrics.jsonl and OUT/samples/.
 
-One step (DESIGN.md §3-4): the curriculum picks a window length T (latent frames) for the batch; each sample
+One step (docs/curriculum.md): the curriculum picks a window length T (latent frames) for the batch; each sample
 is a random cached clip cut to a random window of T frames; a random mask ratio splits the window's positions
 into context (visible) and targets (hidden); the loss is the cross-entropy on the targets. AdamW (decay on
 Linear weights only), linear warm-up then cosine decay to lr * min_lr_ratio, gradient clipping.
