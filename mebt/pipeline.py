@@ -52,6 +52,32 @@ def refuse_overwrite(path: str, resume: bool) -> None:
         raise FileExistsError(f"{path} exists: pass --resume to continue it, or choose another --out-dir")
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` multiplies bfloat16 in hardware: CUDA GPUs from Ampere on, and CPUs whose flags (Linux
+    /proc/cpuinfo) include avx512_bf16 or amx_bf16. Elsewhere bf16 is emulated and slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:   # not Linux: no cheap way to ask, and fp32 is never the slow choice there
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> str:
+    """--dtype auto -> "bf16" where the device has native bf16 matrix units, else "fp32"; fp32/bf16 as given.
+    Measured on our 2-core CPU (avx512_bf16): bf16 autocast made a tiny-preset training step ~1.4x and a tokenizer
+    step ~1.65x faster, and the transformer reached a lower held-out CE at equal steps (0.977 vs 1.021 nats)."""
+    if dtype not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"--dtype {dtype}: expected auto, fp32 or bf16")
+    if dtype != "auto":
+        return dtype
+    return "bf16" if native_bf16(device) else "fp32"
+
+
 def autocast(device: torch.device, dtype: str):
     """bf16 autocast on CUDA or CPU (matmuls and attention in bf16; weights, optimiser state and the loss stay
     fp32, see masked_token_loss); fp32 is a no-op."""

@@ -56,10 +56,11 @@ def lr_at(step: int, tc: TrainConfig) -> float:
 
 
 def token_caches(cfg: Config, tokenizer, tokenizer_fingerprint: str, paths: RunPaths, data_dir: str | None,
-                 dist: Dist) -> dict[str, torch.Tensor]:
+                 dist: Dist, workers: int | None = None) -> dict[str, torch.Tensor]:
     """{"train", "eval"}: (num_clips, t, h, w) compact int tensors of full-length clips, encoded once.
 
-    The cache key is the tokenizer's fingerprint + the data config (+ folder): change either and it rebuilds."""
+    The cache key is the tokenizer's fingerprint + the data config (+ folder): change either and it rebuilds.
+    workers: DataLoader processes reading the clips (default: mebt.video_folder.loader_workers)."""
     # encoding is gradient-free but clips are full length: keep about as many frames per batch as in training
     batch = max(1, cfg.train.tokenizer_batch_size * cfg.train.tokenizer_clip_frames // cfg.data.frames)
     caches = {}
@@ -68,7 +69,8 @@ def token_caches(cfg: Config, tokenizer, tokenizer_fingerprint: str, paths: RunP
             key = {"tokenizer": tokenizer_fingerprint, "data": dataclasses.asdict(cfg.data), "split": split,
                    "data_dir": os.path.abspath(data_dir) if data_dir else None}
             dataset = build_dataset(cfg.data, split, data_dir)
-            caches[split] = build_or_load(paths.cache(split), tokenizer, dataset, key, batch, dist.device)
+            caches[split] = build_or_load(paths.cache(split), tokenizer, dataset, key, batch, dist.device,
+                                          num_workers=workers)
     barrier(dist)
     if not dist.is_main:
         caches = {split: load_checkpoint(paths.cache(split), CACHE_KIND)["tokens"] for split in ("train", "eval")}
@@ -199,7 +201,7 @@ class NonFiniteWatch:
 
 def train_transformer(cfg: Config, out_dir: str, *, data_dir: str | None = None, seed: int = 0,
                       resume: bool = False, dtype: str = "fp32", compile: bool = False, curriculum: bool = True,
-                      dist: Dist = Dist()) -> MeBT:
+                      dist: Dist = Dist(), workers: int | None = None) -> MeBT:
     """Train (or resume) MeBT on the tokens of OUT/tokenizer.pt; returns the model in eval mode.
 
     Raises Stopped after saving a checkpoint on Ctrl-C / SIGTERM, LossNotFinite on a NaN/inf loss."""
@@ -233,7 +235,7 @@ def train_transformer(cfg: Config, out_dir: str, *, data_dir: str | None = None,
                 print(f"transformer: {paths.mebt} already trained for {start} steps; nothing to do")
             return raw_model.eval()
 
-    caches = token_caches(cfg, tokenizer, tokenizer_fp, paths, data_dir, dist)
+    caches = token_caches(cfg, tokenizer, tokenizer_fp, paths, data_dir, dist, workers)
     for split, tokens in caches.items():   # checked once here: the model reads no values back during a step
         check_indices(paths.cache(split), tokens, cfg.model.vocab_size, "codebook indices")
     t_max, h, w = cfg.model.grid

@@ -94,6 +94,22 @@ def test_a_window_model_trains_on_windows_from_the_whole_clip_reindexed_from_fra
         cfg.validate()
 
 
+def test_dtype_auto_picks_bf16_only_where_the_cpu_multiplies_bf16_natively(monkeypatch, tmp_path):
+    from mebt import pipeline
+    cpu = torch.device("cpu")
+    assert pipeline.resolve_dtype("fp32", cpu) == "fp32" and pipeline.resolve_dtype("bf16", cpu) == "bf16"
+    for flags, expected in (("fpu sse avx512f avx512_bf16", "bf16"), ("fpu amx_bf16 amx_tile", "bf16"),
+                            ("fpu sse avx2 avx512f", "fp32")):
+        cpuinfo = tmp_path / "cpuinfo"
+        cpuinfo.write_text(f"processor : 0\nflags : {flags}\n")
+        real_open = open
+        monkeypatch.setattr("builtins.open", lambda path, *a, **k: real_open(cpuinfo if path == "/proc/cpuinfo" else path, *a, **k))
+        assert pipeline.resolve_dtype("auto", cpu) == expected, flags
+        monkeypatch.undo()
+    with pytest.raises(ValueError, match="--dtype fp16"):
+        pipeline.resolve_dtype("fp16", cpu)
+
+
 def test_lr_warms_up_linearly_then_decays_to_the_floor():
     tc = micro_config(transformer_steps=100, warmup_steps=10, lr=1e-3, min_lr_ratio=0.1).train
     lrs = [train_transformer_module.lr_at(step, tc) for step in range(100)]
