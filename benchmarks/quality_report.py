@@ -56,6 +56,7 @@ def plot_quality(results: dict, path: str) -> None:
     """Rows: a task's headline score. Columns: per window (each method at its default budget), against model
     calls per video, against decoding FLOPs per video (every budget; bars: 95% CIs)."""
     import matplotlib
+    import matplotlib.ticker
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -81,6 +82,7 @@ def plot_quality(results: dict, path: str) -> None:
                     axis.errorbar(x, y[:, 0], yerr=np.abs(y[:, 1:].T - y[:, 0]), marker="o", capsize=3,
                                   color=colours[method], label=label(runs[0]))
             axis.set_xscale("log")
+            axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())   # "2x10^1 3x10^1 ..." overlap
             axis.set_xlabel("model calls per video" if key == "calls" else "decoding GFLOP per video")
         row_axes[0].set_xlabel(f"first frame of the {results['window']}-frame window")
         for axis in row_axes:
