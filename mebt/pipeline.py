@@ -70,8 +70,9 @@ def native_bf16(device: torch.device) -> bool:
 def resolve_dtype(dtype: str, device: torch.device) -> str:
     """--dtype auto -> "bf16" where the device multiplies bfloat16 natively (see native_bf16), else "fp32";
     fp32/bf16 as given. Measured on our 2-core AMD EPYC (avx512_bf16, idle, 2 threads): a full-length tiny-preset
-    training step 0.387 s fp32 vs 0.306 s bf16 (1.26x; `bench.py throughput --threads 2`), and the transformer
-    reached a lower held-out CE at equal steps (0.977 vs 1.021 nats, one run each)."""
+    training step 0.387 s fp32 vs 0.306 s bf16 (1.26x; `bench.py throughput --threads 2`: one shape), but only
+    0.353 vs 0.337 s when every step has a new context/target split, as in training; the tokenizer's shapes never
+    change. The transformer reached a lower held-out CE at equal steps in bf16 (0.977 vs 1.021 nats, one run each)."""
     if dtype not in ("auto", "fp32", "bf16"):
         raise ValueError(f"--dtype {dtype}: expected auto, fp32 or bf16")
     if dtype != "auto":
