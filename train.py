@@ -76,9 +76,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "existing checkpoint is an error, never overwritten")
     p.add_argument("--dtype", choices=["auto", "fp32", "bf16"], default="auto",
                    help="auto (default): bf16 where the device multiplies bfloat16 in hardware (CUDA from Ampere on; "
-                        "CPUs with avx512_bf16 or amx_bf16), else fp32. bf16 = matmuls in bfloat16 via autocast, "
-                        "weights, optimiser and loss in float32: on our CPU ~1.4x faster per step at equal or better "
-                        "held-out CE. Set fp32 to compare with `python bench.py throughput --dtype bf16 --device cpu`")
+                        "CPUs with avx512_bf16 or amx_bf16), else fp32; on a CPU the tokenizer stays fp32 (bf16 "
+                        "convolutions there gave random NaNs). bf16 = matmuls in bfloat16 via autocast, weights, "
+                        "optimiser and loss in float32: on our CPU 1.05-1.26x faster per transformer step at equal or "
+                        "better held-out CE. Compare: `python bench.py throughput --dtype bf16 --threads 2`")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the models: worth it on a GPU for long runs; compiling costs a minute or more")
     p.add_argument("--no-curriculum", action="store_true",
@@ -137,15 +138,16 @@ def run(args: argparse.Namespace, dist: Dist) -> None:
     cfg = build_config(args)
     check_args(args, cfg)
     dtype = resolve_dtype(args.dtype, dist.device)
+    tokenizer_dtype = resolve_dtype(args.dtype, dist.device, convolutional=True)   # fp32 on CPUs: see there
     if dist.is_main and args.dtype == "auto":
-        print(f"--dtype auto: {dtype} on {dist.device}" + (" (the device multiplies bfloat16 natively)" if dtype == "bf16" else ""))
-    common = dict(data_dir=args.data_dir, seed=args.seed, resume=args.resume, dtype=dtype,
-                  compile=args.compile, dist=dist, workers=args.workers)
+        print(f"--dtype auto on {dist.device}: tokenizer {tokenizer_dtype}, transformer {dtype}")
+    common = dict(data_dir=args.data_dir, seed=args.seed, resume=args.resume, compile=args.compile, dist=dist,
+                  workers=args.workers)
     start = time.time()
     if args.stage in ("tokenizer", "all"):
-        train_tokenizer(cfg, args.out_dir, **common)
+        train_tokenizer(cfg, args.out_dir, dtype=tokenizer_dtype, **common)
     if args.stage in ("transformer", "all"):
-        train_transformer(cfg, args.out_dir, curriculum=not args.no_curriculum, **common)
+        train_transformer(cfg, args.out_dir, curriculum=not args.no_curriculum, dtype=dtype, **common)
     if dist.is_main:
         print(f"done in {time.time() - start:.0f}s: everything is in {args.out_dir}/")
 

@@ -105,6 +105,8 @@ def test_dtype_auto_picks_bf16_only_where_the_cpu_multiplies_bf16_natively(monke
         real_open = open
         monkeypatch.setattr("builtins.open", lambda path, *a, **k: real_open(cpuinfo if path == "/proc/cpuinfo" else path, *a, **k))
         assert pipeline.resolve_dtype("auto", cpu) == expected, flags
+        assert pipeline.resolve_dtype("auto", cpu, convolutional=True) == "fp32", flags   # bf16 convs: unsafe on CPUs
+        assert pipeline.resolve_dtype("bf16", cpu, convolutional=True) == "bf16"           # asked for: given
         monkeypatch.undo()
     with pytest.raises(ValueError, match="--dtype fp16"):
         pipeline.resolve_dtype("fp16", cpu)
