@@ -13,7 +13,7 @@ Writes OUT/tokenizer.pt, OUT/tokens_{train,eval}.pt (the token cache), OUT/mebt.
 (one JSON object per line) and OUT/samples/*.gif. Ctrl-C (or SIGTERM) saves a checkpoint at the current step
 and exits; --resume continues exactly where it stopped (same data, curriculum position and learning rate).
 --dtype auto (default) autocasts matmuls to bfloat16 where the GPU or CPU multiplies bf16 in hardware (weights,
-optimiser and loss stay float32), else runs in float32.
+optimiser and loss stay float32), else runs in float32; on a CPU the tokenizer (convolutions) stays in float32.
 """
 from __future__ import annotations
 
