@@ -17,6 +17,7 @@ be compared at equal calls. Held-out clips: the checkpoint's eval split of the s
 
     python bench.py quality --ckpt out/mebt.pt --threads 2     # 64 videos; trains the baselines if absent
     python bench.py quality --ckpt out/mebt.pt --quick         # 8 videos, short baselines: a smoke run
+    python bench.py quality --ckpt out/mebt.pt --methods mebt --tasks unconditional   # one checkpoint, minutes
 Writes bench/results/quality-<device>.json, quality-<device>.png and side-by-side-<device>.gif (--out-dir elsewhere).
 """
 from __future__ import annotations
@@ -55,6 +56,8 @@ DEFAULT = {"mebt": "preset", "sliding-window": "8 steps"}
 QUICK_VIDEOS, QUICK_BASELINE_STEPS, QUICK_BUDGETS = 8, 300, ("no bootstrap", "preset", "4 steps", "8 steps")
 DECODE_CHUNK = 4                              # videos per tokenizer decode: full-resolution activations are large
 METRICS = ("persistence", "consistency", "motion", "trajectory_error", "miss_rate")
+METHODS = ("mebt", "sliding-window", "autoregressive")
+TASK_NAMES = tuple(task.name for task in TASKS)
 
 
 @torch.no_grad()
@@ -100,27 +103,28 @@ def run_method(name: str, generate, metered: Metered, given: torch.Tensor, batch
     return videos, metered.calls / batches, metered.flops / batches, seconds
 
 
-def methods(cfg, models: dict, unknown: int, window_tokens: int, quick: bool) -> list[dict]:
-    """Every (method, budget) run of a task: names, decoding settings, the function that decodes, and whether it
-    is the method's DEFAULT budget (the per-window plot and the side-by-side GIF)."""
+def methods(cfg, models: dict, unknown: int, quick: bool) -> list[dict]:
+    """Every (method, budget) run of a task for the methods in `models`: names, decoding settings, the function
+    that decodes, and whether it is the method's DEFAULT budget (the per-window plot and the side-by-side GIF)."""
     runs = []
     for budget, change in MEBT_BUDGETS:
-        if quick and budget not in QUICK_BUDGETS:
+        if "mebt" not in models or quick and budget not in QUICK_BUDGETS:
             continue
         settings = {**sampling_settings(cfg.train, unknown), **change}
         runs.append(dict(method="mebt", budget=budget, settings=settings, model=models["mebt"], uses_last_frames=True,
                          default=budget == DEFAULT["mebt"],
                          generate=lambda m, g, gen, s=settings: mebt_tokens(m, g, s, gen)))
     for budget, change in SLIDING_BUDGETS:   # bootstrap is capped again per window, at its unknown tokens
-        if quick and budget not in QUICK_BUDGETS:
+        if "sliding-window" not in models or quick and budget not in QUICK_BUDGETS:
             continue
-        settings = {**sampling_settings(cfg.train, window_tokens), **change}
+        settings = {**sampling_settings(cfg.train, models["sliding-window"].cfg.n_positions), **change}
         runs.append(dict(method="sliding-window", budget=budget, settings=settings, model=models["sliding-window"],
                          uses_last_frames=True, default=budget == DEFAULT["sliding-window"],
                          generate=lambda m, g, gen, s=settings: sliding_window_tokens(m, g, s, gen)))
-    runs.append(dict(method="autoregressive", budget="one call per token", settings=dict(temperature=1.0),
-                     model=models["autoregressive"], uses_last_frames=False, default=True,
-                     generate=lambda m, g, gen: autoregressive_tokens(m, g, gen)))
+    if "autoregressive" in models:
+        runs.append(dict(method="autoregressive", budget="one call per token", settings=dict(temperature=1.0),
+                         model=models["autoregressive"], uses_last_frames=False, default=True,
+                         generate=lambda m, g, gen: autoregressive_tokens(m, g, gen)))
     return runs
 
 
@@ -129,6 +133,10 @@ def check_args(args) -> None:
                         ("--baseline-steps", args.baseline_steps)):
         if value is not None and value < 1:
             raise ValueError(f"{flag} {value}: expected at least 1")
+    for flag, value, allowed in (("--methods", args.methods, METHODS), ("--tasks", args.tasks, TASK_NAMES)):
+        chosen = value.split(",")
+        if any(c not in allowed for c in chosen) or len(set(chosen)) < len(chosen):
+            raise ValueError(f"{flag} {value}: expected a comma-separated subset of {','.join(allowed)}")
 
 
 def run_quality(args, device: torch.device) -> dict:
@@ -143,8 +151,13 @@ def run_quality(args, device: torch.device) -> dict:
                          f"{WINDOW}-frame windows (interpolation generates between two), in one grid")
     tokenizer, _, tokenizer_fp = load_tokenizer_for(payload, args.ckpt, device)
     steps = args.baseline_steps or (min(payload["step"], QUICK_BASELINE_STEPS) if args.quick else payload["step"])
-    sliding, sliding_path, sliding_steps = sliding_window_model(args.ckpt, cfg, tokenizer_fp, steps, device)
-    ar, ar_path, ar_steps = autoregressive_model(args.ckpt, cfg, tokenizer_fp, steps, device)
+    chosen = args.methods.split(",")
+    # every call of every model counted; one Metered per model, so FLOPs counted once per call shape for all runs
+    models, baselines = {"mebt": Metered(model)} if "mebt" in chosen else {}, {}
+    for name, load_baseline in (("sliding-window", sliding_window_model), ("autoregressive", autoregressive_model)):
+        if name in chosen:   # a baseline is trained (and kept) only when it is asked for
+            baseline, path, baseline_steps = load_baseline(args.ckpt, cfg, tokenizer_fp, steps, device)
+            models[name], baselines[name] = Metered(baseline), dict(checkpoint=path, steps=baseline_steps)
 
     # held-out clips: the eval split's generator (seed disjoint from training), as many videos as asked
     data = dataclasses.replace(cfg.data, num_eval_videos=max(num_videos, cfg.data.num_eval_videos))
@@ -156,8 +169,6 @@ def run_quality(args, device: torch.device) -> dict:
         clips = torch.stack([heldout[i] for i in range(len(heldout))])
         real_tokens = torch.cat([tokenizer.encode(c.to(device)).cpu() for c in clips.split(DECODE_CHUNK)])
     nll = heldout_cross_entropy(model, real_tokens[:cfg.data.num_eval_videos], cfg, "fp32", Dist(device=device))
-    # every call of every model counted; one Metered per model, so FLOPs counted once per call shape for all runs
-    models = {"mebt": Metered(model), "sliding-window": Metered(sliding), "autoregressive": Metered(ar)}
     real = pixels(tokenizer, real_tokens[:num_videos])
     train = build_dataset(cfg.data, "train")   # the data's object histograms: the training set's exact truths
     data_histograms = {key: sum(object_histograms(Objects(t.colours, t.shapes))[key]
@@ -167,21 +178,20 @@ def run_quality(args, device: torch.device) -> dict:
                    frames=cfg.data.frames, window=WINDOW, quick=args.quick, seed=args.seed,
                    heldout=dict(split="eval", first_video=0, count=num_videos, generator_seed=heldout.seed),
                    heldout_nll=round(nll, 4), eval_mask_ratio=cfg.train.eval_mask_ratio,
-                   baselines={"sliding-window": dict(checkpoint=sliding_path, steps=sliding_steps),
-                              "autoregressive": dict(checkpoint=ar_path, steps=ar_steps)},
+                   methods=list(models), baselines=baselines,
                    data_histograms={k: v.tolist() for k, v in data_histograms.items()},
                    tokenizer_seconds=round(time.perf_counter() - start, 1), tasks={})
 
     factor, (t, h, w) = cfg.tokenizer.temporal_downsample, cfg.model.grid
     side_by_side = {}
-    for task in TASKS:
+    for task in (task for task in TASKS if task.name in args.tasks.split(",")):
         given = task.given(real_tokens[:num_videos], factor).to(device)
         unknown = int((given[0] < 0).sum())
         print(f"quality: {task.name} ({num_videos} videos, {unknown} of {t * h * w} tokens to generate)")
         rows = [dict(method="tokenizer (real clips)", budget="-", calls=0, flops=0, seconds=0, uses_last_frames=True,
                      default=True, **summarize([score_video(v, task, *t) for v, t in zip(real, zip(truths, tracks))],
                                                task, cfg.data.frames, data_histograms))]
-        for run in methods(cfg, models, unknown, models["sliding-window"].cfg.n_positions, args.quick):
+        for run in methods(cfg, models, unknown, args.quick):
             videos, calls, flops, seconds = run_method(f"{run['method']} ({run['budget']})", run["generate"],
                                                        run["model"], given, args.batch_size, tokenizer, args.seed)
             scores = [score_video(v, task, *t) for v, t in zip(videos, zip(truths, tracks))]
@@ -198,8 +208,9 @@ def run_quality(args, device: torch.device) -> dict:
     write_json(path, results)
     print_table(results)
     plot_quality(results, os.path.join(args.out_dir, f"quality-{name}.png"))
-    write_side_by_side(os.path.join(args.out_dir, f"side-by-side-{name}.gif"), real[:4], side_by_side)
-    print(f"wrote {path}, its .png and side-by-side-{name}.gif")
+    if side_by_side:   # the prediction task's videos: real | each method, from the same 16 frames
+        write_side_by_side(os.path.join(args.out_dir, f"side-by-side-{name}.gif"), real[:4], side_by_side)
+    print(f"wrote {path} and its .png" + (f" and side-by-side-{name}.gif" if side_by_side else ""))
     return results
 
 
@@ -213,6 +224,12 @@ def add_parser(sub) -> None:
     p.add_argument("--baseline-steps", type=int, default=None,
                    help="training steps of the two baselines (default: as many as --ckpt's; --quick at most "
                         f"{QUICK_BASELINE_STEPS}); each step count trains and keeps its own baseline")
+    p.add_argument("--methods", default=",".join(METHODS),
+                   help=f"comma-separated subset of {','.join(METHODS)} (default: all). 'mebt' alone scores a "
+                        "checkpoint in minutes without training baselines, e.g. to compare checkpoints of a sweep")
+    p.add_argument("--tasks", default=",".join(TASK_NAMES),
+                   help=f"comma-separated subset of {','.join(TASK_NAMES)} (default: all); each task costs about "
+                        "the same, so one task takes a third of the time")
     p.add_argument("--quick", action="store_true", help="a smoke run: few videos, short baselines; not a measurement")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (each method and budget starts from it)")
     p.set_defaults(run=run_quality)

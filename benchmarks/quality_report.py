@@ -60,9 +60,10 @@ def plot_quality(results: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(PLOTTED), 3, figsize=(16, 3.6 * len(PLOTTED)), squeeze=False)
+    plotted = [(task, metric) for task, metric in PLOTTED if task in results["tasks"]]   # the tasks that ran
+    fig, axes = plt.subplots(len(plotted), 3, figsize=(16, 3.6 * len(plotted)), squeeze=False)
     colours = {}
-    for (task_name, metric), row_axes in zip(PLOTTED, axes):
+    for (task_name, metric), row_axes in zip(plotted, axes):
         task = results["tasks"][task_name]
         for row in task["runs"]:
             colour = colours.setdefault(row["method"], f"C{len(colours)}")
@@ -101,6 +102,6 @@ def plot_quality(results: dict, path: str) -> None:
 
 def write_side_by_side(path: str, real: torch.Tensor, videos: dict[str, torch.Tensor]) -> None:
     """A GIF with one row per held-out video: the real clip, then each method's video from its first 16 frames."""
-    columns = [real] + [videos[m] for m in ("mebt", "sliding-window", "autoregressive")]
+    columns = [real] + [videos[m] for m in ("mebt", "sliding-window", "autoregressive") if m in videos]
     stacked = torch.stack(columns, dim=1).flatten(0, 1)                   # (rows * 4, 3, T, H, W), row-major
     save_video(path, stacked, nrow=len(columns))

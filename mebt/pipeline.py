@@ -74,9 +74,9 @@ def resolve_dtype(dtype: str, device: torch.device, convolutional: bool = False)
     outputs from finite inputs in about 1 of 100 forward passes (tests/test_train.py failed at random), a class of
     oneDNN bf16 kernel bugs reported upstream for other shapes too. The transformer has no convolutions.
     Measured on that CPU (idle, 2 threads): a full-length tiny-preset transformer step 0.387 s fp32 vs 0.306 s
-    bf16 (1.26x; `bench.py throughput --threads 2`: one shape), but only 0.353 vs 0.337 s when every step has a
-    new context/target split, as in training. The transformer reached a lower held-out CE at equal steps in bf16
-    (0.977 vs 1.021 nats, one run each)."""
+    bf16 (1.26x; `bench.py throughput --threads 2`: one shape), and 0.345 vs 0.273 s over 30 steps that each had a
+    new context/target split, as in training (such loops vary by up to 1.5x from process to process). The
+    transformer reached a lower held-out CE at equal steps in bf16 (0.977 vs 1.021 nats, one run each)."""
     if dtype not in ("auto", "fp32", "bf16"):
         raise ValueError(f"--dtype {dtype}: expected auto, fp32 or bf16")
     if dtype != "auto":

@@ -196,9 +196,28 @@ def test_quick_writes_every_task_and_method(tmp_path):
         baselines_train.sliding_window_model(ckpt, cfg, fp, 2, torch.device("cpu"))
 
 
-@pytest.mark.parametrize("flag, value", [("--num-videos", "0"), ("--batch-size", "0"), ("--baseline-steps", "0")])
-def test_bad_flags_are_one_line_errors(tmp_path, flag, value):
-    with pytest.raises(ValueError, match=f"{flag} {value}: expected at least 1") as error:
+def test_methods_and_tasks_subsets_score_only_those_and_train_no_baseline(tmp_path):
+    ckpt, out = micro_checkpoint(tmp_path), tmp_path / "results"
+    bench.main(["quality", "--ckpt", ckpt, "--quick", "--num-videos", "2", "--batch-size", "2", "--device", "cpu",
+                "--methods", "mebt", "--tasks", "unconditional,interpolation", "--out-dir", str(out)])
+    results = json.loads((out / "quality-cpu.json").read_text())
+    assert results["methods"] == ["mebt"] and results["baselines"] == {}
+    assert list(results["tasks"]) == ["unconditional", "interpolation"]
+    for task in results["tasks"].values():
+        assert {row["method"] for row in task["runs"]} == {"tokenizer (real clips)", "mebt"}
+    assert not list(tmp_path.glob("*-2steps"))                          # no baseline folder was made
+    assert (out / "quality-cpu.png").exists()
+    assert not (out / "side-by-side-cpu.gif").exists()                    # it shows prediction, which did not run
+
+
+@pytest.mark.parametrize("flag, value, message", [("--num-videos", "0", "expected at least 1"),
+                                                  ("--batch-size", "0", "expected at least 1"),
+                                                  ("--baseline-steps", "0", "expected at least 1"),
+                                                  ("--methods", "mebt,gan", "expected a comma-separated subset"),
+                                                  ("--methods", "mebt,mebt", "expected a comma-separated subset"),
+                                                  ("--tasks", "prediction,sky", "expected a comma-separated subset")])
+def test_bad_flags_are_one_line_errors(tmp_path, flag, value, message):
+    with pytest.raises(ValueError, match=f"{flag} {value}: {message}") as error:
         bench.main(["quality", "--ckpt", str(tmp_path / "x.pt"), flag, value, "--out-dir", str(tmp_path / "out")])
     assert "\n" not in str(error.value) and not (tmp_path / "out").exists()
 
