@@ -78,7 +78,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="auto (default): bf16 where the device multiplies bfloat16 in hardware (CUDA from Ampere on; "
                         "CPUs with avx512_bf16 or amx_bf16), else fp32; on a CPU the tokenizer stays fp32 (bf16 "
                         "convolutions there gave random NaNs). bf16 = matmuls in bfloat16 via autocast, weights, "
-                        "optimiser and loss in float32: on our CPU 1.05-1.26x faster per transformer step at equal or "
+                        "optimiser and loss in float32: on our CPU about 1.26x faster per transformer step at equal or "
                         "better held-out CE. Compare: `python bench.py throughput --dtype bf16 --threads 2`")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the models: worth it on a GPU for long runs; compiling costs a minute or more")

@@ -184,7 +184,8 @@ def run_quality(args, device: torch.device) -> dict:
 
     factor, (t, h, w) = cfg.tokenizer.temporal_downsample, cfg.model.grid
     side_by_side = {}
-    for task in (task for task in TASKS if task.name in args.tasks.split(",")):
+    tasks = args.tasks.split(",")
+    for task in (task for task in TASKS if task.name in tasks):
         given = task.given(real_tokens[:num_videos], factor).to(device)
         unknown = int((given[0] < 0).sum())
         print(f"quality: {task.name} ({num_videos} videos, {unknown} of {t * h * w} tokens to generate)")

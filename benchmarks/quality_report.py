@@ -102,6 +102,6 @@ def plot_quality(results: dict, path: str) -> None:
 
 def write_side_by_side(path: str, real: torch.Tensor, videos: dict[str, torch.Tensor]) -> None:
     """A GIF with one row per held-out video: the real clip, then each method's video from its first 16 frames."""
-    columns = [real] + [videos[m] for m in ("mebt", "sliding-window", "autoregressive") if m in videos]
+    columns = [real] + list(videos.values())                             # in the order the methods ran
     stacked = torch.stack(columns, dim=1).flatten(0, 1)                   # (rows * 4, 3, T, H, W), row-major
     save_video(path, stacked, nrow=len(columns))
