@@ -128,15 +128,19 @@ def methods(cfg, models: dict, unknown: int, quick: bool) -> list[dict]:
     return runs
 
 
+def comma_list(value: str) -> list[str]:
+    """--methods / --tasks as given ("a,b" -> ["a", "b"]); check_args says what is allowed."""
+    return value.split(",")
+
+
 def check_args(args) -> None:
     for flag, value in (("--num-videos", args.num_videos), ("--batch-size", args.batch_size),
                         ("--baseline-steps", args.baseline_steps)):
         if value is not None and value < 1:
             raise ValueError(f"{flag} {value}: expected at least 1")
-    for flag, value, allowed in (("--methods", args.methods, METHODS), ("--tasks", args.tasks, TASK_NAMES)):
-        chosen = value.split(",")
+    for flag, chosen, allowed in (("--methods", args.methods, METHODS), ("--tasks", args.tasks, TASK_NAMES)):
         if any(c not in allowed for c in chosen) or len(set(chosen)) < len(chosen):
-            raise ValueError(f"{flag} {value}: expected a comma-separated subset of {','.join(allowed)}")
+            raise ValueError(f"{flag} {','.join(chosen)}: expected a comma-separated subset of {','.join(allowed)}")
 
 
 def run_quality(args, device: torch.device) -> dict:
@@ -151,11 +155,10 @@ def run_quality(args, device: torch.device) -> dict:
                          f"{WINDOW}-frame windows (interpolation generates between two), in one grid")
     tokenizer, _, tokenizer_fp = load_tokenizer_for(payload, args.ckpt, device)
     steps = args.baseline_steps or (min(payload["step"], QUICK_BASELINE_STEPS) if args.quick else payload["step"])
-    chosen = args.methods.split(",")
     # every call of every model counted; one Metered per model, so FLOPs counted once per call shape for all runs
-    models, baselines = {"mebt": Metered(model)} if "mebt" in chosen else {}, {}
+    models, baselines = {"mebt": Metered(model)} if "mebt" in args.methods else {}, {}
     for name, load_baseline in (("sliding-window", sliding_window_model), ("autoregressive", autoregressive_model)):
-        if name in chosen:   # a baseline is trained (and kept) only when it is asked for
+        if name in args.methods:   # a baseline is trained (and kept) only when it is asked for
             baseline, path, baseline_steps = load_baseline(args.ckpt, cfg, tokenizer_fp, steps, device)
             models[name], baselines[name] = Metered(baseline), dict(checkpoint=path, steps=baseline_steps)
 
@@ -184,8 +187,7 @@ def run_quality(args, device: torch.device) -> dict:
 
     factor, (t, h, w) = cfg.tokenizer.temporal_downsample, cfg.model.grid
     side_by_side = {}
-    tasks = args.tasks.split(",")
-    for task in (task for task in TASKS if task.name in tasks):
+    for task in (task for task in TASKS if task.name in args.tasks):
         given = task.given(real_tokens[:num_videos], factor).to(device)
         unknown = int((given[0] < 0).sum())
         print(f"quality: {task.name} ({num_videos} videos, {unknown} of {t * h * w} tokens to generate)")
@@ -225,10 +227,10 @@ def add_parser(sub) -> None:
     p.add_argument("--baseline-steps", type=int, default=None,
                    help="training steps of the two baselines (default: as many as --ckpt's; --quick at most "
                         f"{QUICK_BASELINE_STEPS}); each step count trains and keeps its own baseline")
-    p.add_argument("--methods", default=",".join(METHODS),
+    p.add_argument("--methods", default=",".join(METHODS), type=comma_list,
                    help=f"comma-separated subset of {','.join(METHODS)} (default: all). 'mebt' alone scores a "
                         "checkpoint in minutes without training baselines, e.g. to compare checkpoints of a sweep")
-    p.add_argument("--tasks", default=",".join(TASK_NAMES),
+    p.add_argument("--tasks", default=",".join(TASK_NAMES), type=comma_list,
                    help=f"comma-separated subset of {','.join(TASK_NAMES)} (default: all); each task costs about "
                         "the same, so one task takes a third of the time")
     p.add_argument("--quick", action="store_true", help="a smoke run: few videos, short baselines; not a measurement")

@@ -36,7 +36,8 @@ class TokenizerConfig:
     spatial_downsample: int = 4        # H pixels -> H/4 token rows (tiny: 32 -> 8)
     # number of discrete codes = the transformer's vocabulary. 64, not 256: fewer ways for one object patch to be
     # coded means fewer codes for the transformer to spread one "object here" decision over. Measured (README,
-    # "Making MeBT win"): 0.4 dB less PSNR, +11 to +23 points of persistence at the same steps (3 runs); 32 codes drew every object red
+    # "Making MeBT win"): 0.4 dB less PSNR, +11 to +23 points of persistence at the same steps (3 runs);
+    # 32 codes drew every object red
     codebook_size: int = 64
     code_dim: int = 32                 # dimension of each codebook vector
     ema_decay: float = 0.99            # EMA codebook update rate (docs/architecture.md, "the tokenizer")
