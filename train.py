@@ -60,10 +60,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--tokenizer-steps", type=int, default=None,
                    help="tokenizer training steps (tiny: 1500, about 1 min on 2 CPU cores); PSNR keeps improving slowly after that")
     p.add_argument("--transformer-steps", type=int, default=None,
-                   help="transformer training steps (tiny: 3500); the curriculum and LR schedule stretch to fit")
+                   help="transformer training steps (tiny: 7000); the curriculum and LR schedule stretch to fit")
     p.add_argument("--batch-size", type=int, default=None,
                    help="transformer clips per step and process (the tokenizer keeps the preset's); lower it if you "
-                        "run out of memory, and lower --lr with it; the tiny preset trains fine at 8")
+                        "run out of memory, and lower --lr with it; the tiny preset trains best at 4 of those we tried (4, 8)")
     p.add_argument("--lr", type=float, default=None,
                    help="transformer peak learning rate (tiny: 1e-3; ~3e-5 at 345M parameters); lower it if the loss "
                         "turns NaN")

@@ -73,8 +73,11 @@ class TrainConfig:
     tokenizer_lr: float = 1e-3
     tokenizer_clip_frames: int = 16      # the tokenizer is convolutional: it trains on short clips, encodes long ones
     # transformer stage
-    transformer_steps: int = 3500
-    batch_size: int = 8
+    # 7000 steps of 4 clips, not 3500 of 8: the same clips seen, twice the updates, about the same CPU time on 1
+    # thread. Early in training more small steps beat fewer large ones: held-out CE 0.798 vs 0.844 and unconditional
+    # persistence 66% vs 15% on one tokenizer, one run each (README, "Making MeBT win": how noisy single runs are)
+    transformer_steps: int = 7000
+    batch_size: int = 4
     lr: float = 1e-3                     # peak learning rate (after warm-up); the paper used ~3e-5 at 345M params
     warmup_steps: int = 100
     min_lr_ratio: float = 0.1            # cosine decay ends at lr * min_lr_ratio
