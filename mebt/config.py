@@ -58,6 +58,8 @@ class ModelConfig:
     mlp_ratio: int = 4                             # hidden width of each MLP = mlp_ratio * d_model
     dropout: float = 0.0                           # paper: 0.1 on sky; 0 for small data we want to fit fast
     mask_schedule: str = "uniform"                 # how the per-batch mask ratio is drawn: "uniform" (authors) or "cosine" (MaskGIT)
+    frame_split_prob: float = 0.25                 # share of training batches whose context is whole frames at the
+                                                   # window's start (and end): prediction- and interpolation-shaped
 
     @property
     def n_positions(self) -> int:
@@ -135,6 +137,8 @@ class Config:
             raise ValueError(f"model.d_model={m.d_model} must be divisible by model.n_heads={m.n_heads}")
         if m.mask_schedule not in ("uniform", "cosine"):
             raise ValueError(f"model.mask_schedule={m.mask_schedule!r}: expected 'uniform' or 'cosine'")
+        if not 0.0 <= m.frame_split_prob <= 1.0:
+            raise ValueError(f"model.frame_split_prob={m.frame_split_prob}: expected a probability in [0, 1]")
         if set(m.encoder_layers) - {"cross", "self"} or set(m.decoder_layers) - {"read", "write"}:
             raise ValueError("model.encoder_layers takes 'cross'/'self', model.decoder_layers takes 'read'/'write'")
         if d.dataset not in ("synthetic", "videos", "skytimelapse"):
@@ -159,7 +163,8 @@ class Config:
         return cls(name=d.get("name", "custom"),
                    data=build(DataConfig, d.get("data", {})),
                    tokenizer=build(TokenizerConfig, d.get("tokenizer", {})),
-                   model=build(ModelConfig, d.get("model", {})),
+                   # a checkpoint from before frame splits existed trained without them: resume it that way
+                   model=build(ModelConfig, {"frame_split_prob": 0.0, **d.get("model", {})}),
                    train=build(TrainConfig, d.get("train", {}))).validate()
 
 

@@ -79,3 +79,27 @@ def sample_split(positions: torch.Tensor, schedule: str, generator: torch.Genera
     perm = torch.rand(B, N, generator=generator, device=positions.device).argsort(dim=1)  # (B, N)
     shuffled = positions.gather(1, perm)                                                 # (B, N)
     return shuffled[:, :N - n_masked], shuffled[:, N - n_masked:]   # (B, Nc), (B, Nm)
+
+
+def sample_frame_split(num_frames: int, frame_size: int, generator: torch.Generator | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A split of a window's slots by whole frames: the context is its first a and last b frames.
+
+    Random splits never show the model what prediction (known start) and interpolation (known start and end)
+    ask of it: many whole frames known, many whole frames unknown. Half the draws are prediction-shaped (b = 0),
+    half interpolation-shaped (a, b >= 1 where the window allows); a + b is uniform in [1, num_frames - 1].
+
+    Args:
+      num_frames: T >= 2 latent frames in the window. frame_size: h*w slots per frame (raster order, frame-major).
+
+    Returns:
+      context_slot: ((a + b) * frame_size,) long; target_slot: ((T - a - b) * frame_size,) long.
+    """
+    if num_frames < 2 or frame_size < MIN_SIDE:
+        raise ValueError(f"a frame split needs >= 2 frames of >= {MIN_SIDE} slots, got {num_frames} x {frame_size}")
+    known = int(torch.randint(1, num_frames, (), generator=generator))                     # a + b
+    interpolate = known >= 2 and bool(torch.rand((), generator=generator) < 0.5)
+    first = int(torch.randint(1, known, (), generator=generator)) if interpolate else known  # a
+    frame = torch.arange(num_frames * frame_size) // frame_size                            # (T*h*w,) each slot's frame
+    is_context = (frame < first) | (frame >= num_frames - (known - first))
+    return is_context.nonzero().squeeze(1), (~is_context).nonzero().squeeze(1)

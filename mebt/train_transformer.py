@@ -31,7 +31,7 @@ from mebt.curriculum import Curriculum
 from mebt.data import build_dataset
 from mebt.distributed import (Dist, GracefulStop, Stopped, any_rank, barrier, max_across, rng_state, set_rng_state,
                               shared_generator, step_generator, sum_across, wrap)
-from mebt.masking import sample_split
+from mebt.masking import sample_frame_split, sample_split
 from mebt.model import MeBT, check_indices, masked_token_loss
 from mebt.pipeline import (LossNotFinite, MetricsLog, RunPaths, autocast, check_tokenizer_matches, generate_videos,
                            load_tokenizer, refuse_overwrite, sampling_settings)
@@ -139,7 +139,12 @@ def training_batch(cache: torch.Tensor, step: int, schedule: Curriculum, cfg: Co
         positions = positions - positions[:, :1]   # window model: a window's first frame is frame 0 (raster order)
     # split the window's slots, then look up the positions and tokens of each half
     slots = torch.arange(positions.shape[1]).expand_as(positions)                             # (B, T*h*w)
-    context_slot, target_slot = sample_split(slots, cfg.model.mask_schedule, generator)
+    frame_size = cache.shape[2] * cache.shape[3]                                              # h*w slots per frame
+    frames = positions.shape[1] // frame_size   # T latent frames in this window
+    if frames >= 2 and torch.rand((), generator=generator) < cfg.model.frame_split_prob:
+        context_slot, target_slot = (s.expand(batch_size, -1) for s in sample_frame_split(frames, frame_size, generator))
+    else:
+        context_slot, target_slot = sample_split(slots, cfg.model.mask_schedule, generator)
     return (clip_tokens.gather(1, context_slot), positions.gather(1, context_slot), positions.gather(1, target_slot),
             clip_tokens.gather(1, target_slot))
 

@@ -75,3 +75,31 @@ def test_bad_inputs_raise():
         sample_split(torch.arange(3)[None], "uniform")                      # no room for two of each
     with pytest.raises(ValueError, match="ratio"):
         sample_split(torch.arange(4)[None], "uniform", ratio=1.5)
+
+
+def test_frame_split_keeps_whole_frames_at_the_start_and_end_and_predicts_the_middle():
+    from mebt.masking import sample_frame_split
+    g = torch.Generator().manual_seed(0)
+    T, size = 6, 4
+    shapes = set()
+    for _ in range(400):
+        context, targets = sample_frame_split(T, size, g)
+        assert torch.equal(torch.cat([context, targets]).sort().values, torch.arange(T * size))   # a partition
+        known = sorted(set((context // size).tolist()))                     # context frames
+        assert all((context // size == f).sum() == size for f in known)     # whole frames only
+        first = next((f for f in range(T) if f not in known), T)            # a = leading known frames
+        assert known == list(range(first)) + list(range(T - (len(known) - first), T))   # start block + end block
+        assert 1 <= len(known) <= T - 1                                      # something known, something to predict
+        shapes.add((first, len(known) - first))
+    assert {(a, b) for a, b in shapes if b == 0} == {(a, 0) for a in range(1, T)}          # every prediction shape
+    assert any(b > 0 for _, b in shapes) and all(a >= 1 for a, _ in shapes)                # interpolation too
+    with pytest.raises(ValueError, match="frame split"):
+        sample_frame_split(1, size, g)
+
+
+def test_a_checkpoint_config_from_before_frame_splits_keeps_training_without_them():
+    from mebt.config import Config, get_preset
+    saved = get_preset("tiny").to_dict()
+    assert Config.from_dict(saved).model.frame_split_prob == 0.25          # the preset's value round-trips
+    del saved["model"]["frame_split_prob"]                                 # what an older checkpoint stored
+    assert Config.from_dict(saved).model.frame_split_prob == 0.0

@@ -362,3 +362,28 @@ def test_cli_end_to_end_on_a_folder_of_jpeg_frames(tmp_path):
     with Image.open(out / "samples" / "final.gif") as gif:
         assert gif.n_frames > 1                              # a video, not a still
     assert "tokenizer: 2 steps in" in result.stdout and "transformer: 2 steps in" in result.stdout
+
+
+def test_frame_split_probability_sets_the_share_of_frame_shaped_batches():
+    from mebt.curriculum import Curriculum
+    cfg = micro_config()
+    cache = torch.randint(cfg.model.vocab_size, (6, *cfg.model.grid))
+    t, h, w = cfg.model.grid
+    schedule = Curriculum(t, 1.0, enabled=False)
+
+    def frame_shaped(prob):
+        cfg.model.frame_split_prob = prob
+        count = 0
+        for step in range(200):
+            _, context_pos, _, _ = train_transformer_module.training_batch(
+                cache, step, schedule, cfg, step_generator(0, step, 0), shared_generator(0, step))
+            frames = context_pos // (h * w)                                       # (B, Nc) each context token's frame
+            whole = all((frames == f).sum(1).eq(h * w).all() for f in frames[0].unique())
+            count += bool(whole and (frames == frames[:1]).all())                 # same whole frames in every sample
+        return count
+    assert frame_shaped(0.0) == 0                       # random token splits never hit whole frames by chance here
+    assert frame_shaped(1.0) == 200
+    assert 30 <= frame_shaped(0.25) <= 70               # about 50 of 200
+    cfg.model.frame_split_prob = 1.5
+    with pytest.raises(ValueError, match="frame_split_prob"):
+        cfg.validate()
