@@ -23,6 +23,7 @@ import os
 import time
 
 import torch
+import torch.fx.experimental._config as fx_config   # compile_model: sizes as separate symbols
 from tqdm import tqdm
 
 from mebt.checkpoint import load_checkpoint, save_checkpoint
@@ -179,6 +180,10 @@ def compile_model(model: torch.nn.Module, backend: str = "inductor") -> torch.nn
     graph per shape would recompile for most steps. Sizes 0 and 1 would still get graphs of their own; training
     keeps both Nc and Nm >= 2 (mebt.masking), so one graph serves the whole run (under DDP: one per gradient
     bucket). backend: tests count graphs with "eager" (the same graphs, no code generation)."""
+    # Nc == Nm happens (a 50% split, a whole-frame split of an even window); "duck sizing" would then make the two
+    # one symbol, and the first Nc != Nm batch would compile a second graph. Off: every size is its own symbol.
+    if hasattr(fx_config, "use_duck_shape"):
+        fx_config.use_duck_shape = False
     return torch.compile(model, dynamic=True, backend=backend)
 
 
