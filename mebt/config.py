@@ -58,8 +58,8 @@ class ModelConfig:
     mlp_ratio: int = 4                             # hidden width of each MLP = mlp_ratio * d_model
     dropout: float = 0.0                           # paper: 0.1 on sky; 0 for small data we want to fit fast
     mask_schedule: str = "uniform"                 # how the per-batch mask ratio is drawn: "uniform" (authors) or "cosine" (MaskGIT)
-    frame_split_prob: float = 0.25                 # share of training batches whose context is whole frames at the
-                                                   # window's start (and end): prediction- and interpolation-shaped
+    frame_split_prob: float = 0.0                  # share of training batches whose context is whole frames at the
+                                                   # window's start (and end): helps prediction, hurt unconditional
 
     @property
     def n_positions(self) -> int:
@@ -163,8 +163,7 @@ class Config:
         return cls(name=d.get("name", "custom"),
                    data=build(DataConfig, d.get("data", {})),
                    tokenizer=build(TokenizerConfig, d.get("tokenizer", {})),
-                   # a checkpoint from before frame splits existed trained without them: resume it that way
-                   model=build(ModelConfig, {"frame_split_prob": 0.0, **d.get("model", {})}),
+                   model=build(ModelConfig, d.get("model", {})),
                    train=build(TrainConfig, d.get("train", {}))).validate()
 
 

@@ -96,10 +96,3 @@ def test_frame_split_keeps_whole_frames_at_the_start_and_end_and_predicts_the_mi
     with pytest.raises(ValueError, match="frame split"):
         sample_frame_split(1, size, g)
 
-
-def test_a_checkpoint_config_from_before_frame_splits_keeps_training_without_them():
-    from mebt.config import Config, get_preset
-    saved = get_preset("tiny").to_dict()
-    assert Config.from_dict(saved).model.frame_split_prob == 0.25          # the preset's value round-trips
-    del saved["model"]["frame_split_prob"]                                 # what an older checkpoint stored
-    assert Config.from_dict(saved).model.frame_split_prob == 0.0

@@ -387,3 +387,11 @@ def test_frame_split_probability_sets_the_share_of_frame_shaped_batches():
     cfg.model.frame_split_prob = 1.5
     with pytest.raises(ValueError, match="frame_split_prob"):
         cfg.validate()
+
+
+def test_frame_split_flag_is_off_by_default_and_written_into_the_config():
+    import train
+    assert train.build_config(train.parse_args([])).model.frame_split_prob == 0.0
+    assert train.build_config(train.parse_args(["--frame-split-prob", "0.25"])).model.frame_split_prob == 0.25
+    with pytest.raises(ValueError, match="frame_split_prob"):
+        train.build_config(train.parse_args(["--frame-split-prob", "1.5"]))
