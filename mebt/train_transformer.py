@@ -140,10 +140,10 @@ def training_batch(cache: torch.Tensor, step: int, schedule: Curriculum, cfg: Co
         positions = positions - positions[:, :1]   # window model: a window's first frame is frame 0 (raster order)
     # split the window's slots, then look up the positions and tokens of each half
     slots = torch.arange(positions.shape[1]).expand_as(positions)                             # (B, T*h*w)
-    frame_size = cache.shape[2] * cache.shape[3]                                              # h*w slots per frame
-    frames = positions.shape[1] // frame_size   # T latent frames in this window
-    if frames >= 2 and torch.rand((), generator=generator) < cfg.model.frame_split_prob:
-        context_slot, target_slot = (s.expand(batch_size, -1) for s in sample_frame_split(frames, frame_size, generator))
+    prob = cfg.model.frame_split_prob   # at 0 nothing is drawn: the random stream of a run is what it was before
+    if prob > 0 and length >= 2 and torch.rand((), generator=generator) < prob:
+        frame_split = sample_frame_split(length, cache.shape[2] * cache.shape[3], generator)   # h*w slots per frame
+        context_slot, target_slot = (s.expand(batch_size, -1) for s in frame_split)
     else:
         context_slot, target_slot = sample_split(slots, cfg.model.mask_schedule, generator)
     return (clip_tokens.gather(1, context_slot), positions.gather(1, context_slot), positions.gather(1, target_slot),

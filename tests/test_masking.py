@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from mebt.masking import mask_ratio, num_masked, sample_split
+from mebt.masking import mask_ratio, num_masked, sample_frame_split, sample_split
 
 
 def test_split_partitions_each_sample_into_context_and_targets():
@@ -78,7 +78,6 @@ def test_bad_inputs_raise():
 
 
 def test_frame_split_keeps_whole_frames_at_the_start_and_end_and_predicts_the_middle():
-    from mebt.masking import sample_frame_split
     g = torch.Generator().manual_seed(0)
     T, size = 6, 4
     shapes = set()
@@ -95,4 +94,3 @@ def test_frame_split_keeps_whole_frames_at_the_start_and_end_and_predicts_the_mi
     assert any(b > 0 for _, b in shapes) and all(a >= 1 for a, _ in shapes)                # interpolation too
     with pytest.raises(ValueError, match="frame split"):
         sample_frame_split(1, size, g)
-

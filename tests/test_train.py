@@ -389,8 +389,29 @@ def test_frame_split_probability_sets_the_share_of_frame_shaped_batches():
         cfg.validate()
 
 
+def test_frame_split_prob_zero_draws_nothing_extra_so_runs_reproduce_as_before():
+    """At 0 the batch is exactly window + clips + random split from the step generator: no extra draw shifts it."""
+    from mebt.curriculum import Curriculum
+    from mebt.masking import sample_split
+    cfg = micro_config()
+    cfg.model.frame_split_prob = 0.0
+    cache = torch.randint(cfg.model.vocab_size, (6, *cfg.model.grid), generator=torch.Generator().manual_seed(1))
+    schedule = Curriculum(cfg.model.grid[0], 1.0, enabled=False)
+    for step in range(5):
+        generator = step_generator(0, step, 0)
+        positions = schedule.sample_window(step, cfg.train.batch_size, tuple(cache.shape[1:]), generator)
+        clips = torch.randint(len(cache), (cfg.train.batch_size,), generator=generator)
+        tokens = cache[clips].long().flatten(1).gather(1, positions)
+        context_slot, target_slot = sample_split(torch.arange(positions.shape[1]).expand_as(positions),
+                                                 cfg.model.mask_schedule, generator)
+        batch = train_transformer_module.training_batch(cache, step, schedule, cfg, step_generator(0, step, 0),
+                                                        shared_generator(0, step))
+        expected = (tokens.gather(1, context_slot), positions.gather(1, context_slot),
+                    positions.gather(1, target_slot), tokens.gather(1, target_slot))
+        assert all(torch.equal(a, b) for a, b in zip(batch, expected)), step
+
+
 def test_frame_split_flag_is_off_by_default_and_written_into_the_config():
-    import train
     assert train.build_config(train.parse_args([])).model.frame_split_prob == 0.0
     assert train.build_config(train.parse_args(["--frame-split-prob", "0.25"])).model.frame_split_prob == 0.25
     with pytest.raises(ValueError, match="frame_split_prob"):
