@@ -1,6 +1,6 @@
 """Train MeBT end to end: tokenizer -> token cache -> transformer -> samples, all under --out-dir.
 
-    python train.py                                              # synthetic data, tiny preset (28 min on 2 idle CPU cores, README)
+    python train.py                                              # synthetic data, tiny preset (34 min on 2 idle CPU cores, README)
     python train.py --tokenizer-steps 30 --transformer-steps 30 --out-dir /tmp/smoke     # a smoke run (~1 min)
     python train.py --resume                                     # continue a run stopped with Ctrl-C
     python train.py --stage transformer --resume --transformer-steps 7000                # train the transformer longer
@@ -50,7 +50,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "(at most 8) for real videos, 0 for synthetic data (generated faster than processes start)")
     p.add_argument("--out-dir", default="out", help="every checkpoint, log and sample of the run goes here (default: out)")
     p.add_argument("--preset", choices=list(PRESETS), default="tiny",
-                   help="tiny (default): 32x32x128 on a 2-core CPU in about 28 min; small: 64x64 on one GPU, hours; paper: the paper-scale 336M-parameter model")
+                   help="tiny (default): 32x32x128 on a 2-core CPU in about 34 min; small: 64x64 on one GPU, hours; paper: the paper-scale 336M-parameter model")
     p.add_argument("--stage", choices=["tokenizer", "transformer", "all"], default="all",
                    help="all (default) = tokenizer, token cache, transformer, samples; transformer needs OUT/tokenizer.pt")
     p.add_argument("--frames", type=int, default=None,

@@ -1,7 +1,8 @@
 """The variants of `bench.py ablations`: what each changes against the tiny preset, the one model that is not a
 config option (a context updated by the latents), and the exact FLOP count of a training step of each.
 
-    base               the tiny preset: L = 32 latents, curriculum, read/write decoder, frozen context, uniform ratio
+    base               the tiny preset: L = 64 latents (32 until 2026-12-07, when docs/ablations.md was measured),
+                       curriculum, read/write decoder, frozen context, uniform ratio
     base seed 1        the same with another seed: how far two identical runs land apart (the noise floor)
     L=8, L=128         fewer / more latents (the bottleneck's width)
     no curriculum      full-length clips from the first step

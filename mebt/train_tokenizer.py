@@ -21,6 +21,7 @@ from tqdm import tqdm
 from mebt.checkpoint import fingerprint, load_checkpoint, save_checkpoint
 from mebt.clip_loader import ClipReader, batches, clip_loader
 from mebt.config import Config
+from mebt.cpu_load import warn_if_cpu_busy
 from mebt.data import build_dataset
 from mebt.distributed import (Dist, GracefulStop, Stopped, any_rank, barrier, rng_state, set_rng_state, step_generator,
                               sum_across, wrap)
@@ -124,6 +125,7 @@ def train_tokenizer(cfg: Config, out_dir: str, *, data_dir: str | None = None, s
         set_rng_state(saved)
         return random_clips(reader, tc.tokenizer_batch_size, generator)
 
+    warn_if_cpu_busy(dist)   # before the first step: a busy CPU makes every step slow
     workers = loader_workers(train_set) if workers is None else workers
     stream = batches(clip_loader(train_set, clip_frames, draw, range(start, tc.tokenizer_steps), workers,
                                  pin_memory=device.type == "cuda" and workers > 0))

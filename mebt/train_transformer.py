@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from mebt.checkpoint import load_checkpoint, save_checkpoint
 from mebt.config import Config, TrainConfig
+from mebt.cpu_load import warn_if_cpu_busy
 from mebt.curriculum import Curriculum
 from mebt.data import build_dataset
 from mebt.distributed import (Dist, GracefulStop, Stopped, any_rank, barrier, max_across, rng_state, set_rng_state,
@@ -270,6 +271,7 @@ def train_transformer(cfg: Config, out_dir: str, *, data_dir: str | None = None,
         print(f"transformer: {raw_model.num_params() / 1e6:.2f}M parameters, {len(caches['train'])} cached clips of "
               f"{t_max}x{h}x{w} tokens, batch {tc.batch_size} x {dist.world_size} process(es), "
               f"curriculum {'on' if schedule.enabled else 'off'}, steps {start}->{tc.transformer_steps}")
+    warn_if_cpu_busy(dist)   # before the first step: a busy CPU makes every step slow
     t0, eval_ce = time.time(), float("nan")
     watch, tokens_since, tick = NonFiniteWatch(device), 0, time.time()
 

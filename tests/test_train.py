@@ -19,6 +19,7 @@ import torch
 import torch.multiprocessing as mp
 from PIL import Image
 
+import mebt.cpu_load as cpu_load
 import mebt.train_tokenizer as train_tokenizer_module
 import mebt.train_transformer as train_transformer_module
 import train
@@ -416,3 +417,14 @@ def test_frame_split_flag_is_off_by_default_and_written_into_the_config():
     assert train.build_config(train.parse_args(["--frame-split-prob", "0.25"])).model.frame_split_prob == 0.25
     with pytest.raises(ValueError, match="frame_split_prob"):
         train.build_config(train.parse_args(["--frame-split-prob", "1.5"]))
+
+
+def test_a_busy_cpu_gets_one_warning_before_the_first_step(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(train, "get_preset", lambda name: micro_config())
+    monkeypatch.setattr(cpu_load, "busy_cores", lambda: 2.0)   # as if another job used every core
+    monkeypatch.setattr(cpu_load, "_checked", [])
+    args = ["--out-dir", str(tmp_path), "--device", "cpu", "--tokenizer-steps", "2", "--transformer-steps", "2"]
+    assert train.main(args) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning: other processes are using 2.0") == 1        # once, though two stages ran
+    assert err.index("warning: other processes") < err.index("tokenizer:")  # before the first progress bar
