@@ -20,28 +20,42 @@ import torch
 STAT = "/proc/stat"
 
 
-def cpu_times(text: str) -> tuple[int, int]:
-    """(busy, total) clock ticks summed over all cores, from the text of /proc/stat."""
-    fields = [int(x) for x in text.splitlines()[0].split()[1:9]]   # user nice system idle iowait irq softirq steal
-    idle = fields[3] + fields[4]                                     # idle + waiting for I/O: not using a core
-    return sum(fields) - idle, sum(fields)
+def usable_cpus() -> list[int]:
+    """The CPU numbers this process may run on (a container's or job scheduler's cpuset, else every core)."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
 
 
-def busy_cores(interval: float = 0.2, path: str = STAT) -> float | None:
-    """How many cores' worth of time all processes used over the next `interval` seconds; None off Linux.
+def cpu_times(text: str, cpus: list[int] | None = None) -> tuple[int, int]:
+    """(busy, total) clock ticks from the text of /proc/stat: summed over all cores (its first line), or over
+    the `cpus` given (their cpuN lines)."""
+    lines = text.splitlines()
+    rows = lines[:1] if cpus is None else [line for line in lines if line.partition(" ")[0] in {f"cpu{c}" for c in cpus}]
+    busy = total = 0
+    for row in rows:
+        fields = [int(x) for x in row.split()[1:9]]   # user nice system idle iowait irq softirq steal
+        busy += sum(fields) - fields[3] - fields[4]   # idle and waiting for I/O do not use a core
+        total += sum(fields)
+    return busy, total
+
+
+def busy_cores(interval: float = 0.2, path: str = STAT, cpus: list[int] | None = None) -> float | None:
+    """How many cores' worth of time all processes used over the next `interval` seconds, on every core or on
+    the `cpus` given; None off Linux.
 
     Call it while this process is idle: then every busy tick belongs to someone else."""
     try:
         with open(path) as f:
-            busy0, total0 = cpu_times(f.read())
+            busy0, total0 = cpu_times(f.read(), cpus)
         time.sleep(interval)
         with open(path) as f:
-            busy1, total1 = cpu_times(f.read())
+            busy1, total1 = cpu_times(f.read(), cpus)
     except (OSError, ValueError, IndexError):   # no /proc (macOS, Windows) or a format we do not know
         return None
     if total1 <= total0:
         return None
-    return (busy1 - busy0) / (total1 - total0) * (os.cpu_count() or 1)
+    return (busy1 - busy0) / (total1 - total0) * (len(cpus) if cpus is not None else os.cpu_count() or 1)
 
 
 def busy_warning(busy: float | None, threads: int, cores: int) -> str | None:
@@ -59,11 +73,13 @@ _checked = []   # warn at most once per process: later stages and in-process tes
 
 def warn_if_cpu_busy(dist) -> None:
     """Print busy_warning on stderr, once per process, for a single-process CPU run (torchrun's ranks on one
-    machine would count each other as busy). Call it after the run's inputs are checked, so that an error
-    stays one line."""
+    machine would count each other as busy). Only the cores this process may use count: in a container or a
+    scheduler's cpuset, jobs on the machine's other cores do not compete. Call it after the run's inputs are
+    checked, so that an error stays one line."""
     if _checked or not dist.is_main or dist.enabled or dist.device.type != "cpu":
         return
     _checked.append(True)
-    warning = busy_warning(busy_cores(), torch.get_num_threads(), os.cpu_count() or 1)
+    cpus = usable_cpus()
+    warning = busy_warning(busy_cores(cpus=cpus), torch.get_num_threads(), len(cpus))
     if warning:
         print(warning, file=sys.stderr)

@@ -34,6 +34,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from mebt.cpu_load import usable_cpus
 from mebt.video_files import VIDEO_SUFFIXES, UnreadableVideo, count_frames, read_frames
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -205,5 +206,4 @@ def loader_workers(dataset) -> int:
     starting processes and pickling its clips back)."""
     if not isinstance(dataset, VideoFolder):
         return 0
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(8, cores - 1))
+    return max(1, min(8, len(usable_cpus()) - 1))

@@ -26,6 +26,19 @@ def test_busy_cores_is_the_busy_share_of_the_ticks_times_the_cores(tmp_path, mon
     assert cpu_load.busy_cores(path=str(stat)) == pytest.approx(1.0)
 
 
+def test_only_the_cores_this_process_may_use_are_counted(tmp_path, monkeypatch):
+    """In a cpuset (container, job scheduler) a job on another core does not compete with this run."""
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 0 0 100 0 0 0 0\ncpu0 100 0 0 0 0 0 0 0\ncpu1 0 0 0 100 0 0 0 0\n")
+    after = "cpu  200 0 0 200 0 0 0 0\ncpu0 200 0 0 0 0 0 0 0\ncpu1 0 0 0 200 0 0 0 0\n"   # cpu0 busy, cpu1 idle
+    monkeypatch.setattr(cpu_load.time, "sleep", lambda seconds: stat.write_text(after))
+    assert cpu_load.busy_cores(path=str(stat), cpus=[1]) == pytest.approx(0.0)
+    stat.write_text("cpu  100 0 0 100 0 0 0 0\ncpu0 100 0 0 0 0 0 0 0\ncpu1 0 0 0 100 0 0 0 0\n")
+    assert cpu_load.busy_cores(path=str(stat), cpus=[0]) == pytest.approx(1.0)
+    stat.write_text("cpu  100 0 0 100 0 0 0 0\ncpu0 100 0 0 0 0 0 0 0\ncpu1 0 0 0 100 0 0 0 0\n")
+    assert cpu_load.busy_cores(path=str(stat), cpus=[0, 1]) == pytest.approx(1.0)
+
+
 def test_busy_cores_is_none_where_there_is_no_proc_stat(tmp_path):
     assert cpu_load.busy_cores(interval=0, path=str(tmp_path / "missing")) is None
     (tmp_path / "odd").write_text("not a stat file\n")
@@ -50,7 +63,8 @@ def test_busy_warning_fires_only_when_the_threads_do_not_fit(busy, threads, core
 
 
 def test_a_cpu_run_warns_once_per_process_and_never_on_gpus_or_ddp_ranks(monkeypatch, capsys):
-    monkeypatch.setattr(cpu_load, "busy_cores", lambda: 2.0)   # the whole machine is busy
+    monkeypatch.setattr(cpu_load, "busy_cores", lambda cpus=None: 2.0)   # the whole machine is busy
+    monkeypatch.setattr(cpu_load, "usable_cpus", lambda: [0, 1])   # a 2-core machine, whatever this one has
     monkeypatch.setattr(cpu_load, "_checked", [])
     cpu_load.warn_if_cpu_busy(Dist(rank=0, world_size=2, device=torch.device("cpu")))   # torchrun: no look
     cpu_load.warn_if_cpu_busy(Dist(device=torch.device("meta")))                        # not a CPU run

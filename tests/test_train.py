@@ -421,7 +421,8 @@ def test_frame_split_flag_is_off_by_default_and_written_into_the_config():
 
 def test_a_busy_cpu_gets_one_warning_before_the_first_step(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(train, "get_preset", lambda name: micro_config())
-    monkeypatch.setattr(cpu_load, "busy_cores", lambda: 2.0)   # as if another job used every core
+    monkeypatch.setattr(cpu_load, "busy_cores", lambda cpus=None: 2.0)   # as if another job used every core
+    monkeypatch.setattr(cpu_load, "usable_cpus", lambda: [0, 1])   # a 2-core machine, whatever this one has
     monkeypatch.setattr(cpu_load, "_checked", [])
     args = ["--out-dir", str(tmp_path), "--device", "cpu", "--tokenizer-steps", "2", "--transformer-steps", "2"]
     assert train.main(args) == 0
