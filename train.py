@@ -90,7 +90,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-curriculum", action="store_true",
                    help="train on full-length clips from the first step (the curriculum starts short and grows)")
     p.add_argument("--eval-every", type=int, default=None,
-                   help="held-out PSNR / cross-entropy and a checkpoint every N steps, both stages (tiny: 250)")
+                   help="held-out PSNR / cross-entropy and a checkpoint every N steps, both stages (tiny: 200)")
+    p.add_argument("--keep-every", type=int, default=0,
+                   help="also keep the transformer's checkpoint every N steps as OUT/mebt_stepN.pt (default 0: only "
+                        "OUT/mebt.pt, overwritten at each evaluation); for scoring quality along one run with "
+                        "`bench.py quality --ckpt OUT/mebt_stepN.pt`. The tiny preset's checkpoint is 25 MB")
     p.add_argument("--sample-every", type=int, default=None,
                    help="write samples/step_N.gif every N transformer steps; 0 = only samples/final.gif at the end "
                         "(each sample costs a full decode)")
@@ -128,6 +132,8 @@ def check_args(args: argparse.Namespace, cfg: Config) -> None:
         raise ValueError("--data-dir and --stride are only read with --dataset videos; the synthetic data is generated")
     if args.workers is not None and args.workers < 0:
         raise ValueError(f"--workers={args.workers}: expected 0 (read in the training process) or more")
+    if args.keep_every < 0:
+        raise ValueError(f"--keep-every={args.keep_every}: expected 0 (keep no snapshots) or a positive number of steps")
     if args.seed < 0:
         raise ValueError(f"--seed={args.seed}: expected a non-negative integer")
     if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
@@ -154,7 +160,8 @@ def run(args: argparse.Namespace, dist: Dist) -> None:
     if args.stage in ("tokenizer", "all"):
         train_tokenizer(cfg, args.out_dir, dtype=tokenizer_dtype, **common)
     if args.stage in ("transformer", "all"):
-        train_transformer(cfg, args.out_dir, curriculum=not args.no_curriculum, dtype=dtype, **common)
+        train_transformer(cfg, args.out_dir, curriculum=not args.no_curriculum, dtype=dtype,
+                          keep_every=args.keep_every, **common)
     if dist.is_main:
         print(f"done in {time.time() - start:.0f}s: everything is in {args.out_dir}/")
 

@@ -4,7 +4,8 @@ One step (docs/curriculum.md): the curriculum picks a window length T (latent fr
 is a random cached clip cut to a random window of T frames; a random mask ratio splits the window's positions
 into context (visible) and targets (hidden); the loss is the cross-entropy on the targets. AdamW (decay on
 Linear weights only), linear warm-up then cosine decay to lr * min_lr_ratio, gradient clipping.
-Every eval_every steps: held-out cross-entropy at a fixed mask ratio and a fixed seed, and a checkpoint.
+Every eval_every steps: held-out cross-entropy at a fixed mask ratio and a fixed seed, and a checkpoint; every
+keep_every steps (--keep-every, off by default) a copy of the checkpoint that later evaluations do not overwrite.
 Samples (iterative decoding -> tokenizer -> GIF) every sample_every steps and at the end.
 
 The GPU never waits for the host: a step (train_step) reads no value back from the device. The batch is drawn on
@@ -212,8 +213,10 @@ class NonFiniteWatch:
 
 def train_transformer(cfg: Config, out_dir: str, *, data_dir: str | None = None, seed: int = 0,
                       resume: bool = False, dtype: str = "fp32", compile: bool = False, curriculum: bool = True,
-                      dist: Dist = Dist(), workers: int | None = None) -> MeBT:
+                      dist: Dist = Dist(), workers: int | None = None, keep_every: int = 0) -> MeBT:
     """Train (or resume) MeBT on the tokens of OUT/tokenizer.pt; returns the model in eval mode.
+    keep_every > 0 also keeps a copy of the checkpoint every keep_every steps, as OUT/mebt_step{N}.pt (the
+    checkpoints of one run along its training, e.g. to score quality against training steps).
 
     Raises Stopped after saving a checkpoint on Ctrl-C / SIGTERM, LossNotFinite on a NaN/inf loss."""
     paths, tc, device = RunPaths(out_dir), cfg.train, dist.device
@@ -259,13 +262,14 @@ def train_transformer(cfg: Config, out_dir: str, *, data_dir: str | None = None,
     tokenizer_record = {"path": os.path.abspath(paths.tokenizer), "config": tokenizer_cfg.to_dict(),
                         "fingerprint": tokenizer_fp}
 
-    def save(step: int) -> None:
+    def save(step: int, path: str = paths.mebt) -> None:
         nonlocal last_saved
         if dist.is_main:
-            save_checkpoint(paths.mebt, {"kind": "mebt", "model": raw_model.state_dict(),
-                                         "optimizer": optimizer.state_dict(), "step": step, "rng": rng_state(),
-                                         "config": cfg.to_dict(), "tokenizer": tokenizer_record})
-        last_saved = step
+            save_checkpoint(path, {"kind": "mebt", "model": raw_model.state_dict(),
+                                   "optimizer": optimizer.state_dict(), "step": step, "rng": rng_state(),
+                                   "config": cfg.to_dict(), "tokenizer": tokenizer_record})
+        if path == paths.mebt:
+            last_saved = step
 
     if dist.is_main:
         print(f"transformer: {raw_model.num_params() / 1e6:.2f}M parameters, {len(caches['train'])} cached clips of "
@@ -299,7 +303,8 @@ def train_transformer(cfg: Config, out_dir: str, *, data_dir: str | None = None,
             bar.update(1)
             evaluate = done % tc.eval_every == 0 or done == tc.transformer_steps
             sample = bool(tc.sample_every) and done % tc.sample_every == 0
-            if done % LOG_EVERY and not (evaluate or sample):
+            keep = bool(keep_every) and done % keep_every == 0
+            if done % LOG_EVERY and not (evaluate or sample or keep):
                 continue   # nothing is read back from the device on the other steps
             watch.check(dist, kept())
             loss_value, grad_value = loss.item(), grad_norm.item()
@@ -314,6 +319,9 @@ def train_transformer(cfg: Config, out_dir: str, *, data_dir: str | None = None,
                 log.write(stage="transformer", step=done, eval_ce=eval_ce, eval_mask_ratio=tc.eval_mask_ratio)
                 save(done)
                 tick = time.time()   # the evaluation is not training time
+            if keep:   # a snapshot that later evaluations do not overwrite (same contents as a resumable checkpoint)
+                save(done, os.path.join(out_dir, f"mebt_step{done}.pt"))
+                tick = time.time()
             if sample and dist.is_main:
                 write_samples(raw_model, tokenizer, cfg, paths.samples, f"step_{done}", device)
                 tick = time.time()

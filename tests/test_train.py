@@ -158,6 +158,24 @@ def test_transformer_resume_after_sigterm_matches_an_uninterrupted_run(tmp_path,
     assert os.path.exists(tmp_path / "b" / "samples" / "final.gif")
 
 
+def test_keep_every_keeps_each_snapshot_as_the_run_was_at_that_step(tmp_path):
+    cfg = micro_config()   # 6 steps, an evaluation (and mebt.pt) every 3
+    train_tokenizer(cfg, str(tmp_path))
+    final = train_transformer(cfg, str(tmp_path), keep_every=2).state_dict()
+    kept = sorted(name for name in os.listdir(tmp_path) if name.startswith("mebt_step"))
+    assert kept == ["mebt_step2.pt", "mebt_step4.pt", "mebt_step6.pt"]   # at 2 and 4 no evaluation saved mebt.pt
+    snapshots = {step: load_checkpoint(tmp_path / f"mebt_step{step}.pt", "mebt") for step in (2, 4, 6)}
+    assert [snapshots[step]["step"] for step in (2, 4, 6)] == [2, 4, 6]
+    assert_same_weights(snapshots[6]["model"], final)   # the last one is the run's end
+    assert not torch.equal(snapshots[2]["model"]["head.weight"], snapshots[4]["model"]["head.weight"])
+    # each is a full checkpoint: resuming a copy of step 4 to the end gives the run's final weights
+    resumed_dir = tmp_path / "resumed"
+    resumed_dir.mkdir()
+    shutil.copy(tmp_path / "tokenizer.pt", resumed_dir / "tokenizer.pt")
+    shutil.copy(tmp_path / "mebt_step4.pt", resumed_dir / "mebt.pt")
+    assert_same_weights(train_transformer(cfg, str(resumed_dir), resume=True).state_dict(), final)
+
+
 def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
     cfg = micro_config(eval_every=2)                        # checkpoints at steps 2 and 4
     real_save, saves = torch.save, []
@@ -307,6 +325,7 @@ def cli_errors(tmp_path_factory):
         "mismatch": ["--stage", "transformer", "--out-dir", mismatch],
         "corrupt": ["--stage", "transformer", "--out-dir", base / "corrupt"],
         "existing": ["--out-dir", base / "existing"],
+        "keep_every": ["--keep-every", "-5", "--out-dir", base / "o4"],
     }
     running = {name: subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), "--device", "cpu",
                                        *map(str, args)], cwd=ROOT, env=SUBPROCESS_ENV, text=True,
@@ -327,6 +346,7 @@ TINY_VOCAB = get_preset("tiny").model.vocab_size   # what the default (tiny) tra
     ("mismatch", f"does not match the transformer config: codebook_size=32 (config wants {TINY_VOCAB})"),
     ("corrupt", "tokenizer.pt is not a readable checkpoint (corrupt or truncated?)"),
     ("existing", "existing/tokenizer.pt exists: pass --resume to continue it, or choose another --out-dir"),
+    ("keep_every", "--keep-every=-5: expected 0 (keep no snapshots) or a positive number of steps"),
 ])
 def test_cli_errors_are_one_line(cli_errors, case, expected):
     _, results = cli_errors
