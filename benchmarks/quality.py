@@ -5,7 +5,10 @@ decoding budgets, every score a mean over videos with a 95% bootstrap confidence
   unconditional   persistence (share of frames showing frame 1's objects, and nothing else), consistency (share of
                   frames showing the video's own modal objects: no frame is special), motion (share of moves within
                   the speed limit), videos with no modal object, and diversity: the total variation distance between
-                  the samples' and the training data's histograms of object count, colour and shape
+                  the samples' and the training data's histograms of object count, colour and shape; and
+                  persistence at the data's object counts (each frame-1 object count's mean, weighted as in the
+                  data: simpler scenes than the data's are not rewarded); and why frames fail persistence (lost:
+                  one of frame 1's objects missing or reshaped; extra: another colour drawn)
   prediction      16 real frames given: persistence of the *true* objects, their trajectory error in pixels and the
                   share of sightings missed (mebt/consistency.py), motion
   interpolation   the first and last 16 real frames given: the same; the autoregressive model gets the first only
@@ -38,7 +41,7 @@ from mebt.consistency import WINDOW, Objects, object_histograms, true_tracks
 from mebt.data import build_dataset
 from mebt.distributed import Dist
 from mebt.pipeline import load_mebt, load_tokenizer_for, sampling_settings
-from mebt.stats import mean_ci, nanmean, pooled_ci, total_variation
+from mebt.stats import mean_ci, nanmean, pooled_ci, standardized_ci, total_variation
 from mebt.train_transformer import heldout_cross_entropy
 
 # Decoding budgets: changes to the checkpoint's own settings (bootstrap, steps, revise). MeBT's calls per video are
@@ -55,7 +58,7 @@ DEFAULT = {"mebt": "preset", "sliding-window": "8 steps"}
 # baselines, and only the cheaper budgets
 QUICK_VIDEOS, QUICK_BASELINE_STEPS, QUICK_BUDGETS = 8, 300, ("no bootstrap", "preset", "4 steps", "8 steps")
 DECODE_CHUNK = 4                              # videos per tokenizer decode: full-resolution activations are large
-METRICS = ("persistence", "consistency", "motion", "trajectory_error", "miss_rate")
+METRICS = ("persistence", "lost", "extra", "consistency", "motion", "trajectory_error", "miss_rate")
 METHODS = ("mebt", "sliding-window", "autoregressive")
 TASK_NAMES = tuple(task.name for task in TASKS)
 
@@ -84,6 +87,17 @@ def summarize(scores: list[dict], task: Task, frames: int, data_histograms: dict
             key: rounded(pooled_ci(np.stack([s["histograms"][key] for s in scores]),
                                    lambda pooled, key=key: total_variation(pooled, data_histograms[key])))
             for key in data_histograms}
+    if "first_count" in scores[0] and "count" in data_histograms:   # (the ablations pass no data histograms)
+        # persistence re-weighted to the data's mix of object counts: a model that draws one object where the data
+        # has one or two keeps "frame 1's objects" more easily, and this mean does not reward it for that
+        per_video = nanmean(np.stack([s["persistence"][windows] for s in scores]), axis=1)     # (videos,)
+        weights = np.asarray(data_histograms["count"], dtype=np.float64)                     # (counts,)
+        counts = np.array([min(s["first_count"], len(weights) - 1) for s in scores])
+        standardized, by_count = standardized_ci(per_video, counts, weights)
+        out["persistence_at_data_counts"] = dict(
+            mean=rounded(standardized),
+            by_count={str(c): dict(videos=int((counts == c).sum()), **rounded(by_count[c]))
+                      for c in range(len(weights)) if (counts == c).any()})
     return out
 
 

@@ -9,9 +9,10 @@ from mebt.video_io import save_video
 
 PLOTTED = (("unconditional", "persistence"), ("unconditional", "consistency"), ("prediction", "persistence"),
            ("prediction", "trajectory_error"), ("interpolation", "persistence"), ("interpolation", "trajectory_error"))
-LABELS = dict(persistence="persistence", consistency="consistency", motion="motion",
+LABELS = dict(persistence="persistence", lost="frame-1 object lost", extra="other colour drawn",
+              consistency="consistency", motion="motion",
               trajectory_error="trajectory error (px)", miss_rate="missed sightings")
-COLUMNS = {"unconditional": ("persistence", "consistency", "motion"),
+COLUMNS = {"unconditional": ("persistence", "lost", "extra", "consistency", "motion"),
            "prediction": ("persistence", "trajectory_error", "miss_rate", "motion"),
            "interpolation": ("persistence", "trajectory_error", "miss_rate", "motion")}
 
@@ -41,7 +42,8 @@ def print_table(results: dict) -> None:
         header = f"{'method':38s} {'budget':20s} {'calls':>6s} {'GFLOP':>8s} {'s':>6s}"
         header += "".join(f" {LABELS[c][:22]:>22s}" for c in columns)
         if name == "unconditional":
-            header += f" {'no object':>9s} {'TV count':>18s} {'TV colour':>18s} {'TV shape':>18s}"
+            header += (f" {'no object':>9s} {'TV count':>18s} {'TV colour':>18s} {'TV shape':>18s}"
+                       f" {'persist. @data counts':>22s}")
         print(header)
         for row in task["runs"]:
             line = (f"{label(row):38s} {row['budget']:20s} {row['calls']:6.0f} {row['flops'] / 1e9:8.1f} "
@@ -49,6 +51,8 @@ def print_table(results: dict) -> None:
             if name == "unconditional":
                 line += f" {row['videos_without_objects']:9d}" + "".join(
                     f" {ci(row['diversity_tv'][k], 'tv'):>18s}" for k in ("count", "colour", "shape"))
+                if "persistence_at_data_counts" in row:   # absent from JSONs written before it existed
+                    line += f" {ci(row['persistence_at_data_counts']['mean'], 'persistence'):>22s}"
             print(line)
 
 

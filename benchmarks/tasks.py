@@ -28,7 +28,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from mebt.baselines import generate_long
 from mebt.consistency import (WINDOW, detect_objects, modal_objects, motion_plausibility, object_consistency,
-                              object_histograms, object_persistence, trajectory_error)
+                              object_histograms, object_persistence, per_window, persistence_failures,
+                              trajectory_error)
 from mebt.decoding import decode
 from mebt.profiling import CPU_FLASH_FLOPS
 
@@ -150,17 +151,25 @@ def score_video(video: torch.Tensor, task: Task, truth=None, tracks=None) -> dic
     """Per-window scores (one value per WINDOW frames of the whole video) of one (3, T, H, W) video.
 
     unconditional: persistence of its first frame's objects, consistency with its modal objects, motion, and
-      its modal objects' histograms. Others: persistence of the true objects, trajectory error and miss rate
-      (tracks = true_tracks(truth), computed once per truth for all its videos)."""
+      its modal objects' histograms, its frame-1 object count, and why persistence fails: the share of frames
+      that lost one of frame 1's objects, and of frames showing another colour (both nan without objects).
+      Others: persistence of the true objects, trajectory error and miss rate (tracks = true_tracks(truth),
+      computed once per truth for all its videos)."""
     found = detect_objects(video)   # one detection shared by every metric
     scores = {"motion": motion_plausibility(video, found)}
     if task.first == 0:
         modal = modal_objects(video, found)
         first = object_persistence(video, None, found)
         scores["persistence"] = first if found.present[0].any() else np.zeros_like(first)   # nothing kept = 0
+        if found.present[0].any():   # why frames fail: frame 1's objects lost, or other colours drawn beside them
+            lost, extra = persistence_failures(video, None, found)
+            scores["lost"], scores["extra"] = per_window(lost), per_window(extra)
+        else:                        # nothing to lose: undefined, left out of the means
+            scores["lost"] = scores["extra"] = np.full_like(first, np.nan)
         scores["consistency"] = object_consistency(video, found)
         scores["histograms"] = object_histograms(modal)
         scores["without_objects"] = float(len(modal.colours) == 0)
+        scores["first_count"] = int(found.present[0].sum())   # objects in frame 1: simpler scenes persist more easily
     else:
         scores["persistence"] = object_persistence(video, truth, found)
         scores["trajectory_error"], scores["miss_rate"] = trajectory_error(video, truth, found, tracks)

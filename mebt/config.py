@@ -144,6 +144,11 @@ class Config:
             raise ValueError(f"model.frame_split_prob={m.frame_split_prob}: expected a probability in [0, 1]")
         if set(m.encoder_layers) - {"cross", "self"} or set(m.decoder_layers) - {"read", "write"}:
             raise ValueError("model.encoder_layers takes 'cross'/'self', model.decoder_layers takes 'read'/'write'")
+        tr = self.train
+        if not 0.0 < tr.curriculum_full_at <= 1.0:
+            raise ValueError(f"train.curriculum_full_at={tr.curriculum_full_at}: expected a fraction of training in (0, 1]")
+        if not 0.0 <= tr.min_lr_ratio <= 1.0:
+            raise ValueError(f"train.min_lr_ratio={tr.min_lr_ratio}: expected a fraction of the peak lr in [0, 1]")
         if d.dataset not in ("synthetic", "videos", "skytimelapse"):
             raise ValueError(f"data.dataset={d.dataset!r}: expected 'synthetic', 'videos' or 'skytimelapse'")
         if d.stride < 1:

@@ -6,6 +6,8 @@ the middle 95% of those recomputed values is the 95% confidence interval.
 
     mean_ci(values)                  -> Interval per column of a (videos,) or (videos, k) array; nan = undefined
                                         for that video (e.g. no move judged in a window): left out of that column
+    standardized_ci(values, strata, weights) -> Interval of the per-stratum means weighted by `weights` (e.g. the
+                                        data's mix of object counts), and each stratum's Interval
     pooled_ci(counts, statistic)     -> Interval of statistic(counts summed over the videos), e.g. a distance
                                         between the pooled histogram of the samples and the data's
     total_variation(p, q)            -> half the L1 distance between two histograms, each normalised to sum 1
@@ -63,6 +65,45 @@ def mean_ci(values, level: float = LEVEL, resamples: int = RESAMPLES, seed: int 
     point = nanmean(columns, axis=0)                                            # (k,)
     intervals = [_interval(point[j], redrawn[:, j], level) for j in range(columns.shape[1])]
     return intervals[0] if values.ndim == 1 else intervals
+
+
+def standardized_ci(values, strata, weights, level: float = LEVEL, resamples: int = RESAMPLES,
+                    seed: int = SEED) -> tuple[Interval, list[Interval]]:
+    """The mean of `values` with the strata re-weighted to another mix (direct standardisation), and its interval.
+
+    A model that draws simpler scenes than the data (say one object where the data has one or two) scores higher
+    on per-video means that are easier for simple scenes; weighting each stratum's mean by the data's share of
+    that stratum compares models at the data's mix. values: (n,) per video, finite; strata: (n,) ints in
+    0..len(weights)-1; weights: (S,) the target mix (normalised here). Strata of weight 0 (e.g. videos that start
+    empty, which the data never does) keep their observed share and mean; only the strata of positive weight are
+    re-mixed among themselves:  sum_{w_s = 0} share_s * mean_s + (sum_{w_s > 0} share_s) * sum_{w_s > 0} w_s * mean_s.
+    Returns (standardised Interval, one Interval per stratum's own mean). A stratum of positive weight with no
+    video (in the sample, or in a redraw) leaves the standardised mean undefined there: None, or that redraw dropped."""
+    values, strata = np.asarray(values, dtype=np.float64), np.asarray(strata)
+    weights = np.asarray(weights, dtype=np.float64)
+    if values.ndim != 1 or values.shape != strata.shape or len(values) == 0 or not np.isfinite(values).all():
+        raise ValueError(f"standardized_ci: expected equal non-empty (videos,) arrays of finite values, got "
+                         f"{values.shape} and {strata.shape}")
+    if weights.ndim != 1 or (weights < 0).any() or weights.sum() <= 0:
+        raise ValueError(f"standardized_ci: expected non-negative (strata,) weights with a positive sum, got {weights}")
+    if strata.min() < 0 or strata.max() >= len(weights):
+        raise ValueError(f"standardized_ci: strata must lie in 0..{len(weights) - 1}, got {strata.min()}..{strata.max()}")
+    weights, used = weights / weights.sum(), weights > 0
+    member = np.eye(len(weights), dtype=bool)[strata]                           # (n, S) one-hot stratum per video
+    columns = np.where(member, values[:, None], np.nan)                        # (n, S) a video's value in its stratum
+
+    def standardize(members: np.ndarray, cols: np.ndarray) -> np.ndarray:     # (..., n, S) -> (...)
+        share, mean = members.mean(-2), nanmean(cols, axis=-2)                 # (..., S) each
+        kept = (share * np.nan_to_num(mean))[..., ~used].sum(-1)               # weight-0 strata: as observed
+        # an empty stratum of positive weight has mean nan: the nan propagates, leaving this value undefined
+        return kept + share[..., used].sum(-1) * (mean[..., used] @ weights[used])
+
+    redraws = resample_indices(len(values), resamples, seed)                   # (R, n)
+    standardized = _interval(float(standardize(member, columns)), standardize(member[redraws], columns[redraws]),
+                             level)
+    point, redrawn = nanmean(columns, axis=0), nanmean(columns[redraws], axis=1)   # (S,), (R, S)
+    per_stratum = [_interval(point[j], redrawn[:, j], level) for j in range(len(weights))]
+    return standardized, per_stratum
 
 
 def pooled_ci(counts, statistic: Callable[[np.ndarray], np.ndarray], level: float = LEVEL,

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from mebt.consistency import (Objects, detect_objects, frame_persistence, modal_objects, motion_plausibility,
-                              object_consistency, object_histograms, object_persistence, trajectory_error)
+                              object_consistency, object_histograms, object_persistence, persistence_failures,
+                              trajectory_error)
 from mebt.data import PALETTE, make_synthetic_video, object_radius, render
 
 
@@ -73,6 +74,18 @@ def test_reference_can_be_truth_frame_or_video():
     expected = frame_persistence(broken, truth)
     for reference in (video[:, 0], video, None):
         assert np.array_equal(frame_persistence(broken, reference), expected)
+
+
+def test_failures_say_whether_an_object_was_lost_or_another_one_drawn():
+    video, truth = next(videos(1, min_objects=2))
+    broken = video.clone()
+    broken[:, 64:] = render(without(truth, len(truth.colours) - 1))[:, 64:]   # the last object gone from frame 64
+    lost, extra = persistence_failures(broken, truth)
+    assert not lost[:64].any() and lost[64:].all() and not extra.any()
+    fewer = without(truth, len(truth.colours) - 1)   # judged against one object less: that one is "extra" throughout
+    lost, extra = persistence_failures(video, fewer)
+    assert extra.all() and lost.mean() < 0.5   # (it may cover a kept object: not excused, it is not a reference)
+    assert np.array_equal(frame_persistence(broken, truth), ~persistence_failures(broken, truth)[0])
 
 
 @pytest.mark.parametrize("which", ["top", "bottom"])

@@ -126,12 +126,29 @@ def test_scores_of_ground_truth_videos():
     scores = tasks.score_video(video, UNCONDITIONAL)
     assert (scores["persistence"] == 1).all() and (scores["consistency"] == 1).all() and not scores["without_objects"]
     assert scores["histograms"]["count"][len(truth.colours)] == 1
+    assert scores["first_count"] == len(truth.colours)
+    assert (scores["lost"] == 0).all() and (scores["extra"] == 0).all()
     conditional = tasks.score_video(video, PREDICTION, truth)
     assert (conditional["persistence"] == 1).all() and np.nanmax(conditional["trajectory_error"]) < 1e-4
     empty = render(truth.__class__(**{**truth.__dict__, "colours": truth.colours[:0], "shapes": truth.shapes[:0],
                                       "positions": truth.positions[:, :0], "radius": truth.radius[:0]}))
     nothing = tasks.score_video(empty, UNCONDITIONAL)
     assert nothing["without_objects"] and (nothing["persistence"] == 0).all() and (nothing["consistency"] == 0).all()
+    assert nothing["first_count"] == 0 and np.isnan(nothing["lost"]).all() and np.isnan(nothing["extra"]).all()
+
+
+def test_summary_weights_persistence_to_the_datas_object_counts():
+    # 3 one-object videos kept whole, 1 two-object video kept for half its windows; the data is half and half
+    windows = len(UNCONDITIONAL.windows(128))
+    half = np.r_[np.ones(windows // 2), np.zeros(windows - windows // 2)]
+    scores = [dict(persistence=np.ones(windows), first_count=1) for _ in range(3)]
+    scores.append(dict(persistence=half, first_count=2))
+    summary = quality.summarize(scores, UNCONDITIONAL, 128, dict(count=[0, 5, 5, 0]))
+    assert summary["persistence"]["mean"]["mean"] == pytest.approx((3 + 0.5) / 4)      # the raw mean favours 1 object
+    at_data = summary["persistence_at_data_counts"]
+    assert at_data["mean"]["mean"] == pytest.approx(0.5 * 1 + 0.5 * 0.5)
+    assert at_data["by_count"] == {"1": dict(videos=3, mean=1.0, low=1.0, high=1.0),
+                                   "2": dict(videos=1, mean=0.5, low=0.5, high=0.5)}
 
 
 def micro_checkpoint(folder) -> str:

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from mebt.stats import Interval, mean_ci, pooled_ci, total_variation
+from mebt.stats import Interval, mean_ci, pooled_ci, standardized_ci, total_variation
 
 
 def test_constant_data_has_a_zero_width_interval():
@@ -57,3 +57,47 @@ def test_pooled_interval_of_a_distance():
     mixed = np.eye(3)[np.arange(30) % 3]                            # a third each: pooled exactly uniform
     interval = pooled_ci(mixed, lambda pooled: total_variation(pooled, data))
     assert interval.mean == pytest.approx(0) and 0 < interval.high < 0.35   # redraws wobble around it
+
+
+def test_standardizing_removes_the_advantage_of_simpler_scenes():
+    # Two models with the same skill per scene (1 object: 0.9, 2 objects: 0.5), one drawing mostly 1-object scenes:
+    # the raw means differ, the means at the data's 50/50 mix are both 0.7
+    simple = np.r_[np.full(45, 0.9), np.full(5, 0.5)], np.r_[np.ones(45, int), np.full(5, 2)]
+    mixed = np.r_[np.full(25, 0.9), np.full(25, 0.5)], np.r_[np.ones(25, int), np.full(25, 2)]
+    data_mix = np.array([0, 254, 258])                              # counts 0, 1, 2 as in the synthetic data
+    assert mean_ci(simple[0]).mean == pytest.approx(0.86) and mean_ci(mixed[0]).mean == pytest.approx(0.7)
+    for values, strata in (simple, mixed):
+        standardized, per_count = standardized_ci(values, strata, data_mix)
+        assert standardized.mean == pytest.approx(0.9 * 254 / 512 + 0.5 * 258 / 512)
+        assert per_count[0] == Interval(None, None, None)          # no 0-object video: undefined, weight 0
+        assert np.allclose(per_count[1], 0.9) and np.allclose(per_count[2], 0.5)   # a constant: zero width
+
+
+def test_standardized_mean_is_undefined_when_a_weighted_stratum_is_empty():
+    standardized, per_count = standardized_ci(np.full(10, 0.8), np.ones(10, int), [0, 1, 1])
+    assert standardized == Interval(None, None, None) and per_count[1].mean == pytest.approx(0.8)
+    # a stratum of weight 0 may be empty; where it holds videos, they keep their share and their mean: an empty
+    # frame 1 (persistence 0) still costs what it costs the raw mean
+    assert standardized_ci(np.full(10, 0.8), np.ones(10, int), [0, 1])[0].mean == pytest.approx(0.8)
+    values, strata = np.r_[np.full(8, 0.8), np.full(2, 0.4), 0.0, 0.0], np.r_[np.ones(8, int), 2, 2, 0, 0]
+    standardized, _ = standardized_ci(values, strata, [0, 1, 1])
+    assert standardized.mean == pytest.approx(2 / 12 * 0 + 10 / 12 * (0.5 * 0.8 + 0.5 * 0.4))
+
+
+def test_standardized_interval_covers_the_sampling_noise():
+    rng = np.random.default_rng(0)
+    strata = rng.integers(1, 3, size=200)
+    values = rng.random(200) < np.where(strata == 1, 0.9, 0.5)     # 0/1 per video, 0.7 expected at a 50/50 mix
+    standardized, _ = standardized_ci(values, strata, [0, 1, 1])
+    assert standardized.low < 0.7 < standardized.high and standardized.high - standardized.low < 0.2
+
+
+@pytest.mark.parametrize("values, strata, weights, message", [
+    (np.ones(3), np.ones(2, int), [1, 1], "equal non-empty"),
+    (np.r_[1.0, np.nan], np.ones(2, int), [1, 1], "finite"),
+    (np.ones(2), np.ones(2, int), [1, -1], "non-negative"),
+    (np.ones(2), np.full(2, 5), [1, 1], "strata must lie in 0..1"),
+])
+def test_standardized_bad_input_is_one_line(values, strata, weights, message):
+    with pytest.raises(ValueError, match=message):
+        standardized_ci(values, strata, weights)

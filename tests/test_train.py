@@ -439,6 +439,28 @@ def test_frame_split_flag_is_off_by_default_and_written_into_the_config():
         train.build_config(train.parse_args(["--frame-split-prob", "1.5"]))
 
 
+def test_schedule_flags_move_the_curriculum_and_the_learning_rate_floor():
+    from mebt.curriculum import Curriculum
+    from mebt.train_transformer import lr_at
+    preset = train.build_config(train.parse_args([])).train
+    cfg = train.build_config(train.parse_args(["--curriculum-full-at", "0.3", "--min-lr-ratio", "1"])).train
+    assert (preset.curriculum_full_at, preset.min_lr_ratio) == (0.65, 0.1)
+    t_max, steps = 32, cfg.transformer_steps
+    for tc in (preset, cfg):   # the most likely length is the full clip from full_at x steps on, not before
+        schedule = Curriculum.from_total_steps(t_max, steps, full_at=tc.curriculum_full_at)
+        reached = int(tc.curriculum_full_at * steps)
+        assert schedule.probs(reached).argmax() == t_max - 1 and schedule.probs(reached // 2).argmax() < t_max - 1
+    assert lr_at(steps - 1, cfg) == pytest.approx(cfg.lr) and lr_at(steps // 2, cfg) == pytest.approx(cfg.lr)
+    assert lr_at(steps - 1, preset) == pytest.approx(preset.lr * 0.1, rel=1e-3)
+    args = train.parse_args(["--curriculum-full-at", "0.3", "--no-curriculum"])
+    with pytest.raises(ValueError, match="--no-curriculum"):
+        train.check_args(args, train.build_config(args))
+    for flag, value, field in (("--curriculum-full-at", "0", "curriculum_full_at"),
+                               ("--min-lr-ratio", "1.5", "min_lr_ratio")):
+        with pytest.raises(ValueError, match=field):
+            train.build_config(train.parse_args([flag, value]))
+
+
 def test_a_busy_cpu_gets_one_warning_before_the_first_step(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(train, "get_preset", lambda name: micro_config())
     monkeypatch.setattr(cpu_load, "busy_cores", lambda cpus=None: 2.0)   # as if another job used every core
