@@ -125,15 +125,13 @@ def build_config(args: argparse.Namespace) -> Config:
     d.stride = args.stride or d.stride
     cfg.model.grid = cfg.token_grid   # the model's positional tables follow the clip's token grid
     t.tokenizer_clip_frames = min(t.tokenizer_clip_frames, d.frames)
-    for field in ("tokenizer_steps", "transformer_steps", "batch_size", "lr", "eval_every", "sample_every"):
+    # validate() checks the ranges of the last two: curriculum_full_at in (0, 1], min_lr_ratio in [0, 1]
+    for field in ("tokenizer_steps", "transformer_steps", "batch_size", "lr", "eval_every", "sample_every",
+                  "curriculum_full_at", "min_lr_ratio"):
         if getattr(args, field) is not None:
             setattr(t, field, getattr(args, field))
     if args.frame_split_prob is not None:
         cfg.model.frame_split_prob = args.frame_split_prob   # validate() rejects values outside [0, 1]
-    if args.curriculum_full_at is not None:
-        t.curriculum_full_at = args.curriculum_full_at       # validate(): in (0, 1]
-    if args.min_lr_ratio is not None:
-        t.min_lr_ratio = args.min_lr_ratio                   # validate(): in [0, 1]
     return cfg.validate()
 
 

@@ -74,12 +74,12 @@ def summarize(scores: list[dict], task: Task, frames: int, data_histograms: dict
     """Per-video scores -> per scored window and overall: mean and 95% CI over videos (rounded for JSON)."""
     windows = task.windows(frames)
     rounded = lambda interval: {k: None if v is None else round(v, 4) for k, v in interval._asdict().items()}
-    out = {}
+    out, per_video = {}, {}
     for metric in METRICS:
         if metric in scores[0]:
             values = np.stack([s[metric][windows] for s in scores])                    # (videos, windows)
-            out[metric] = dict(windows=[rounded(i) for i in mean_ci(values)],
-                               mean=rounded(mean_ci(nanmean(values, axis=1))))           # each video's mean first
+            per_video[metric] = nanmean(values, axis=1)                                 # each video's mean first
+            out[metric] = dict(windows=[rounded(i) for i in mean_ci(values)], mean=rounded(mean_ci(per_video[metric])))
     if "histograms" in scores[0]:
         empty = np.array([s["without_objects"] for s in scores])
         out["videos_without_objects"] = int(empty.sum())
@@ -90,10 +90,9 @@ def summarize(scores: list[dict], task: Task, frames: int, data_histograms: dict
     if "first_count" in scores[0] and "count" in data_histograms:   # (the ablations pass no data histograms)
         # persistence re-weighted to the data's mix of object counts: a model that draws one object where the data
         # has one or two keeps "frame 1's objects" more easily, and this mean does not reward it for that
-        per_video = nanmean(np.stack([s["persistence"][windows] for s in scores]), axis=1)     # (videos,)
         weights = np.asarray(data_histograms["count"], dtype=np.float64)                     # (counts,)
         counts = np.array([min(s["first_count"], len(weights) - 1) for s in scores])
-        standardized, by_count = standardized_ci(per_video, counts, weights)
+        standardized, by_count = standardized_ci(per_video["persistence"], counts, weights)
         out["persistence_at_data_counts"] = dict(
             mean=rounded(standardized),
             by_count={str(c): dict(videos=int((counts == c).sum()), **rounded(by_count[c]))

@@ -159,13 +159,14 @@ def score_video(video: torch.Tensor, task: Task, truth=None, tracks=None) -> dic
     scores = {"motion": motion_plausibility(video, found)}
     if task.first == 0:
         modal = modal_objects(video, found)
-        first = object_persistence(video, None, found)
-        scores["persistence"] = first if found.present[0].any() else np.zeros_like(first)   # nothing kept = 0
-        if found.present[0].any():   # why frames fail: frame 1's objects lost, or other colours drawn beside them
-            lost, extra = persistence_failures(video, None, found)
+        if found.present[0].any():
+            # persistence of frame 1's objects, and why frames fail it: an object lost, or other colours drawn
+            lost, extra = persistence_failures(video, None, found)                  # (T,) each
+            scores["persistence"] = per_window(~lost & ~extra)                      # = object_persistence(video)
             scores["lost"], scores["extra"] = per_window(lost), per_window(extra)
-        else:                        # nothing to lose: undefined, left out of the means
-            scores["lost"] = scores["extra"] = np.full_like(first, np.nan)
+        else:   # nothing kept = 0; nothing to lose: lost and extra undefined, left out of the means
+            scores["persistence"] = per_window(np.zeros(video.shape[1]))
+            scores["lost"] = scores["extra"] = np.full_like(scores["persistence"], np.nan)
         scores["consistency"] = object_consistency(video, found)
         scores["histograms"] = object_histograms(modal)
         scores["without_objects"] = float(len(modal.colours) == 0)
