@@ -8,7 +8,8 @@ decoding budgets, every score a mean over videos with a 95% bootstrap confidence
                   the samples' and the training data's histograms of object count, colour and shape; and
                   persistence at the data's object counts (each frame-1 object count's mean, weighted as in the
                   data: simpler scenes than the data's are not rewarded); and why frames fail persistence (lost:
-                  one of frame 1's objects missing or reshaped; extra: another colour drawn)
+                  one of frame 1's objects missing or reshaped; reshaped: of those, still in sight in another
+                  shape; extra: another colour drawn)
   prediction      16 real frames given: persistence of the *true* objects, their trajectory error in pixels and the
                   share of sightings missed (mebt/consistency.py), motion
   interpolation   the first and last 16 real frames given: the same; the autoregressive model gets the first only
@@ -58,7 +59,7 @@ DEFAULT = {"mebt": "preset", "sliding-window": "8 steps"}
 # baselines, and only the cheaper budgets
 QUICK_VIDEOS, QUICK_BASELINE_STEPS, QUICK_BUDGETS = 8, 300, ("no bootstrap", "preset", "4 steps", "8 steps")
 DECODE_CHUNK = 4                              # videos per tokenizer decode: full-resolution activations are large
-METRICS = ("persistence", "lost", "extra", "consistency", "motion", "trajectory_error", "miss_rate")
+METRICS = ("persistence", "lost", "reshaped", "extra", "consistency", "motion", "trajectory_error", "miss_rate")
 METHODS = ("mebt", "sliding-window", "autoregressive")
 TASK_NAMES = tuple(task.name for task in TASKS)
 

@@ -9,10 +9,11 @@ from mebt.video_io import save_video
 
 PLOTTED = (("unconditional", "persistence"), ("unconditional", "consistency"), ("prediction", "persistence"),
            ("prediction", "trajectory_error"), ("interpolation", "persistence"), ("interpolation", "trajectory_error"))
-LABELS = dict(persistence="persistence", lost="frame-1 object lost", extra="other colour drawn",
+LABELS = dict(persistence="persistence", lost="frame-1 object lost", reshaped="... in another shape",
+              extra="other colour drawn",
               consistency="consistency", motion="motion",
               trajectory_error="trajectory error (px)", miss_rate="missed sightings")
-COLUMNS = {"unconditional": ("persistence", "lost", "extra", "consistency", "motion"),
+COLUMNS = {"unconditional": ("persistence", "lost", "reshaped", "extra", "consistency", "motion"),
            "prediction": ("persistence", "trajectory_error", "miss_rate", "motion"),
            "interpolation": ("persistence", "trajectory_error", "miss_rate", "motion")}
 

@@ -152,7 +152,8 @@ def score_video(video: torch.Tensor, task: Task, truth=None, tracks=None) -> dic
 
     unconditional: persistence of its first frame's objects, consistency with its modal objects, motion, and
       its modal objects' histograms, its frame-1 object count, and why persistence fails: the share of frames
-      that lost one of frame 1's objects, and of frames showing another colour (both nan without objects).
+      that lost one of frame 1's objects, of those where a lost one is still in sight in another shape
+      (reshaped), and of frames showing another colour (all three nan without objects).
       Others: persistence of the true objects, trajectory error and miss rate (tracks = true_tracks(truth),
       computed once per truth for all its videos)."""
     found = detect_objects(video)   # one detection shared by every metric
@@ -161,12 +162,13 @@ def score_video(video: torch.Tensor, task: Task, truth=None, tracks=None) -> dic
         modal = modal_objects(video, found)
         if found.present[0].any():
             # persistence of frame 1's objects, and why frames fail it: an object lost, or other colours drawn
-            lost, extra = persistence_failures(video, None, found)                  # (T,) each
+            lost, extra, reshaped = persistence_failures(video, None, found)        # (T,) each
             scores["persistence"] = per_window(~lost & ~extra)                      # = object_persistence(video)
             scores["lost"], scores["extra"] = per_window(lost), per_window(extra)
-        else:   # nothing kept = 0; nothing to lose: lost and extra undefined, left out of the means
+            scores["reshaped"] = per_window(reshaped)                               # lost, but in sight
+        else:   # nothing kept = 0; nothing to lose: lost, reshaped and extra undefined, left out of the means
             scores["persistence"] = per_window(np.zeros(video.shape[1]))
-            scores["lost"] = scores["extra"] = np.full_like(scores["persistence"], np.nan)
+            scores["lost"] = scores["extra"] = scores["reshaped"] = np.full_like(scores["persistence"], np.nan)
         scores["consistency"] = object_consistency(video, found)
         scores["histograms"] = object_histograms(modal)
         scores["without_objects"] = float(len(modal.colours) == 0)

@@ -7,7 +7,8 @@ frame. We find each palette colour in every frame and check those promises:
   detect_objects(video)                  -> Detections: per frame and palette colour: present, centroid, shape
   object_persistence(video, reference)   -> per 16-frame window: fraction of frames in which every reference
                                             object is present with its colour and shape, and nothing else is
-  persistence_failures(video, reference) -> per frame: a reference object lost, an extra colour present
+  persistence_failures(video, reference) -> per frame: a reference object lost, an extra colour present, a lost
+                                            object still in sight in another shape
   motion_plausibility(video)             -> per 16-frame window: fraction of frame-to-frame centroid moves
                                             within the generator's speed limit
   object_consistency(video)              -> per 16-frame window: fraction of frames holding the video's own modal
@@ -123,18 +124,20 @@ def frame_persistence(video: torch.Tensor, reference=None, found: Detections | N
 
     reference: the video's VideoTruth, an Objects set, a (3, H, W) frame or (3, T, H, W) video whose first frame
     lists the objects, or None for the video's own first frame. found: detect_objects(video), if already made."""
-    lost, extra = persistence_failures(video, reference, found)
+    lost, extra, _ = persistence_failures(video, reference, found)
     return ~lost & ~extra
 
 
 def persistence_failures(video: torch.Tensor, reference=None, found: Detections | None = None):
     """Why frame_persistence fails: (lost (T,) bool: a reference object is missing or changed shape, unexcused;
-    extra (T,) bool: a colour that is not a reference object's is present). Arguments as frame_persistence."""
+    extra (T,) bool: a colour that is not a reference object's is present; reshaped (T,) bool, within lost: a lost
+    object is in sight, its colour present in another shape). Arguments as frame_persistence."""
     found = detect_objects(video) if found is None else found
     colours, shapes = reference_objects(reference, video, found)
     extra = np.delete(found.present, colours, axis=1).any(1)                       # (T,) a colour not expected
     seen, hidden = kept_objects(found, colours, shapes, video.shape[-1])
-    return ~(seen | hidden).all(1), extra
+    unkept = ~(seen | hidden)                                                      # (T, K)
+    return unkept.any(1), extra, (unkept & found.present[:, colours]).any(1)
 
 
 def kept_objects(found: Detections, colours: np.ndarray, shapes: np.ndarray,

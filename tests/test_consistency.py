@@ -80,12 +80,25 @@ def test_failures_say_whether_an_object_was_lost_or_another_one_drawn():
     video, truth = next(videos(1, min_objects=2))
     broken = video.clone()
     broken[:, 64:] = render(without(truth, len(truth.colours) - 1))[:, 64:]   # the last object gone from frame 64
-    lost, extra = persistence_failures(broken, truth)
-    assert not lost[:64].any() and lost[64:].all() and not extra.any()
+    lost, extra, reshaped = persistence_failures(broken, truth)
+    assert not lost[:64].any() and lost[64:].all() and not extra.any() and not reshaped.any()
     fewer = without(truth, len(truth.colours) - 1)   # judged against one object less: that one is "extra" throughout
-    lost, extra = persistence_failures(video, fewer)
+    lost, extra, _ = persistence_failures(video, fewer)
     assert extra.all() and lost.mean() < 0.5   # (it may cover a kept object: not excused, it is not a reference)
     assert np.array_equal(frame_persistence(broken, truth), ~persistence_failures(broken, truth)[0])
+
+
+def test_failures_tell_an_object_in_another_shape_from_a_vanished_one():
+    _, truth = next(videos(1))
+    one = without(truth, 1) if len(truth.colours) > 1 else truth   # a single object: nothing can cover it
+    video = render(one)
+    for shape in range(3):
+        if shape == one.shapes[0]:
+            continue
+        broken = video.clone()   # from frame 64 the same object, at the same places, in another shape
+        broken[:, 64:] = render(replace(one, shapes=np.array([shape])))[:, 64:]
+        lost, extra, reshaped = persistence_failures(broken, one)
+        assert not lost[:64].any() and lost[64:].all() and np.array_equal(reshaped, lost) and not extra.any()
 
 
 @pytest.mark.parametrize("which", ["top", "bottom"])

@@ -127,7 +127,7 @@ def test_scores_of_ground_truth_videos():
     assert (scores["persistence"] == 1).all() and (scores["consistency"] == 1).all() and not scores["without_objects"]
     assert scores["histograms"]["count"][len(truth.colours)] == 1
     assert scores["first_count"] == len(truth.colours)
-    assert (scores["lost"] == 0).all() and (scores["extra"] == 0).all()
+    assert (scores["lost"] == 0).all() and (scores["extra"] == 0).all() and (scores["reshaped"] == 0).all()
     conditional = tasks.score_video(video, PREDICTION, truth)
     assert (conditional["persistence"] == 1).all() and np.nanmax(conditional["trajectory_error"]) < 1e-4
     empty = render(truth.__class__(**{**truth.__dict__, "colours": truth.colours[:0], "shapes": truth.shapes[:0],
@@ -135,6 +135,7 @@ def test_scores_of_ground_truth_videos():
     nothing = tasks.score_video(empty, UNCONDITIONAL)
     assert nothing["without_objects"] and (nothing["persistence"] == 0).all() and (nothing["consistency"] == 0).all()
     assert nothing["first_count"] == 0 and np.isnan(nothing["lost"]).all() and np.isnan(nothing["extra"]).all()
+    assert np.isnan(nothing["reshaped"]).all()
 
 
 def test_summary_weights_persistence_to_the_datas_object_counts():
