@@ -18,7 +18,6 @@ cfg, _ = variant_config('context updated', get_preset('tiny')); print(step_flops
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import numpy as np
 import torch
@@ -27,6 +26,7 @@ import torch.nn as nn
 from mebt.attention import Block
 from mebt.config import Config
 from mebt.encoder import LatentEncoder
+from mebt.masking import num_masked
 from mebt.model import MeBT, init_weights
 from mebt.profiling import count_train_step, masked_batch
 
@@ -40,7 +40,7 @@ class ContextUpdatingEncoder(LatentEncoder):
         super().__init__(cfg)
         n_updates = max(self.kinds.count("cross") - 1, 0)   # an update after the last cross layer is never read
         self.context_layers = nn.ModuleList(
-            Block(cfg.d_model, cfg.n_heads, cfg.mlp_ratio, cfg.dropout) for _ in range(n_updates))
+            Block(cfg.d_model, cfg.n_heads, cfg.mlp_ratio, cfg.dropout, materialize=None) for _ in range(n_updates))
 
     def forward(self, context: torch.Tensor) -> torch.Tensor:
         """context (B, Nc, d) -> latents (B, L, d); the context is rewritten between cross layers."""
@@ -100,7 +100,7 @@ def step_flops(name: str, cfg: Config):
     rows, counts = [], []
     for frames, ratio in points:
         n = frames * h * w
-        n_masked = math.ceil(ratio * n)
+        n_masked = num_masked(ratio, n)   # the split masked_batch draws
         rows.append([1.0, n - n_masked, n_masked])
         counts.append(count_train_step(model, masked_batch(cfg.model, frames, 1, ratio), torch.device("meta"))["flops"])
     a, b, c = np.linalg.solve(np.array(rows), np.array(counts, dtype=np.float64))

@@ -6,10 +6,17 @@ A pre-LayerNorm block whose queries and keys/values come from *separate* streams
     x = x + MLP(LN(x))
 
 MeBT's layers differ only in who is the query and who is the key/value (docs/architecture.md), so a
-self-attention layer is simply `block(x, x)`. Attention runs through the fused
-`F.scaled_dot_product_attention`; `materialize=True` computes softmax(QK^T / sqrt(e)) V with an
-explicit (B, heads, Nq, Nk) score matrix instead, so tests and bench.py can show what the fused
-kernel saves.
+self-attention layer is simply `block(x, x)`. Attention runs either through the fused
+`F.scaled_dot_product_attention` or as softmax(QK^T / sqrt(e)) V with an explicit (B, heads, Nq, Nk)
+score matrix (`materialize`):
+- True: explicit. Tests and bench.py use it to show what the fused kernel saves (full attention's
+  N x N scores).
+- False: fused. The baselines' default: their full attention would otherwise hold N x N scores.
+- None: explicit on CPU, fused elsewhere. MeBT's default. Every MeBT attention has the L latents on one
+  side, so its scores are (Nq, L) or (L, Nk): linear in the clip, no bigger than the activations around
+  them. On CPU two batched matmuls then beat the fused kernel, whose backward pass is slow at these shapes:
+  a full-length training step of the tiny preset (batch 4, bf16, 2 threads, AMD EPYC) took 74 ms instead of
+  95 ms. On a GPU the fused kernel stays: we have not measured the explicit path there.
 
 Try it:
     python -c "import torch; from mebt.attention import Block; b = Block(64, 4); print(b(torch.randn(2, 5, 64), torch.randn(2, 7, 64)).shape)"
@@ -27,13 +34,13 @@ from einops import rearrange
 class Attention(nn.Module):
     """Multi-head attention from a query stream to a key/value stream."""
 
-    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, materialize: bool = False):
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, materialize: bool | None = False):
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"Attention: d_model={d_model} must be divisible by n_heads={n_heads}")
         self.n_heads = n_heads
         self.dropout = dropout
-        self.materialize = materialize
+        self.materialize = materialize   # True explicit, False fused, None explicit on CPU (module docstring)
         self.query = nn.Linear(d_model, d_model)
         self.key_value = nn.Linear(d_model, 2 * d_model)   # one matmul for keys and values
         self.proj = nn.Linear(d_model, d_model)
@@ -54,7 +61,8 @@ class Attention(nn.Module):
                 k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
             cache["k"], cache["v"] = k, v
         p = self.dropout if self.training else 0.0
-        if self.materialize:
+        explicit = q.device.type == "cpu" if self.materialize is None else self.materialize
+        if explicit:
             scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])                        # (B, h, Nq, Nk)
             if is_causal:
                 future = torch.ones(scores.shape[-2:], dtype=torch.bool, device=scores.device).triu(1)
@@ -69,7 +77,7 @@ class Block(nn.Module):
     """query + Attn(LN_q(query), LN_kv(kv)), then x + MLP(LN(x))."""
 
     def __init__(self, d_model: int, n_heads: int, mlp_ratio: int = 4, dropout: float = 0.0,
-                 materialize: bool = False):
+                 materialize: bool | None = False):
         super().__init__()
         self.ln_q = nn.LayerNorm(d_model)
         self.ln_kv = nn.LayerNorm(d_model)   # its own norm: the kv stream can be a different kind of vector

@@ -104,8 +104,9 @@ def init_weights(model: nn.Module) -> None:
                 nn.init.normal_(p, std=0.02)
 
 
-def set_materialize(model: nn.Module, flag: bool) -> None:
-    """Switch every attention layer of `model` between the fused kernel and explicit softmax(QK^T)V."""
+def set_materialize(model: nn.Module, flag: bool | None) -> None:
+    """Switch every attention layer of `model`: True explicit softmax(QK^T)V, False the fused kernel, None explicit
+    on CPU and fused elsewhere (MeBT's default; why: mebt/attention.py)."""
     for module in model.modules():
         if isinstance(module, Attention):
             module.materialize = flag
@@ -128,7 +129,7 @@ def masked_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tens
 
 
 class MeBT(nn.Module):
-    def __init__(self, cfg: ModelConfig, materialize: bool = False):
+    def __init__(self, cfg: ModelConfig, materialize: bool | None = None):
         super().__init__()
         self.cfg = cfg
         self.embed = SplitEmbedding(cfg)
@@ -152,7 +153,7 @@ class MeBT(nn.Module):
         targets = self.decoder(latents, targets)                                 # (B, Nm, d)
         return self.head(self.ln_f(targets))                                     # (B, Nm, V)
 
-    def set_materialize(self, flag: bool) -> None:
+    def set_materialize(self, flag: bool | None) -> None:
         set_materialize(self, flag)
 
     def optim_groups(self, weight_decay: float) -> list[dict]:

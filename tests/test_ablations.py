@@ -15,6 +15,7 @@ from benchmarks import ablation_variants as variants
 from benchmarks import ablations
 from mebt.config import get_preset
 from mebt.encoder import LatentEncoder
+from mebt.masking import num_masked
 from mebt.profiling import count_train_step, masked_batch
 
 CHANGED = {   # variant -> the only (section, field) it may change against the tiny preset
@@ -49,7 +50,7 @@ def test_step_flops_is_exact_for_any_split_and_batch():
             model = variants.build_model(name, cfg)
         for frames, ratio, batch in ((32, 0.5, 2), (3, 0.9, 3), (17, 0.1, 1)):   # points the fit never saw
             n = frames * 64
-            n_masked = -(-int(ratio * n * 1000) // 1000)
+            n_masked = num_masked(ratio, n)   # the count masked_batch uses
             counted = count_train_step(model, masked_batch(cfg.model, frames, batch, ratio), torch.device("meta"))
             assert abs(flops(batch, n - n_masked, n_masked) - counted["flops"]) < 1e-6 * counted["flops"], (name, frames)
 

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mebt.baselines import AutoregressiveBaseline, FullAttentionBaseline, KVCache
 from mebt.config import ModelConfig, get_preset
@@ -164,9 +165,24 @@ def test_materialised_attention_matches_fused(cls):
     cfg = small_cfg()
     model = eval_model(cls, cfg)
     inputs = (torch.randint(V, (2, 30)),) if cls is AutoregressiveBaseline else random_split(cfg, 2, 20, 12)
+    set_materialize(model, False)
     fused = model(*inputs)
     set_materialize(model, True)
     torch.testing.assert_close(model(*inputs), fused, atol=1e-10, rtol=0)
+
+
+def test_mebt_attends_explicitly_on_cpu_baselines_through_the_fused_kernel(monkeypatch):
+    """MeBT's default (materialize=None) skips the fused kernel on CPU; full attention keeps it (N x N scores)."""
+    cfg = small_cfg()
+    inputs = random_split(cfg, 2, 20, 12)
+    mebt, full = eval_model(MeBT, cfg), eval_model(FullAttentionBaseline, cfg)
+    calls = []
+    fused = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **k: calls.append(1) or fused(*a, **k))
+    mebt(*inputs)
+    assert calls == []
+    full(*inputs)
+    assert len(calls) == len(full.blocks)
 
 
 # ---------------------------------------------------------------- baselines
