@@ -23,12 +23,18 @@ Try it:
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
+
+
+def autocast_off(device: torch.device):
+    """A context in which `device` computes in the tensors' own dtypes (the meta device has no autocast)."""
+    return torch.autocast(device.type, enabled=False) if device.type in ("cpu", "cuda") else contextlib.nullcontext()
 
 
 class Attention(nn.Module):
@@ -63,11 +69,16 @@ class Attention(nn.Module):
         p = self.dropout if self.training else 0.0
         explicit = q.device.type == "cpu" if self.materialize is None else self.materialize
         if explicit:
-            scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])                        # (B, h, Nq, Nk)
-            if is_causal:
-                future = torch.ones(scores.shape[-2:], dtype=torch.bool, device=scores.device).triu(1)
-                scores = scores.masked_fill(future, float("-inf"))
-            out = F.dropout(scores.softmax(dim=-1), p) @ v                                   # (B, h, Nq, e)
+            # Scores and softmax in at least fp32, also under bf16 autocast: scores rounded to bf16 (3 digits) moved a
+            # trained model's log-probabilities 10x further from fp32 than the fused kernel, which keeps them in fp32.
+            wide = torch.promote_types(q.dtype, torch.float32)                              # float64 stays float64
+            with autocast_off(q.device):
+                scores = q.to(wide) @ k.to(wide).transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, h, Nq, Nk)
+                if is_causal:
+                    future = torch.ones(scores.shape[-2:], dtype=torch.bool, device=scores.device).triu(1)
+                    scores = scores.masked_fill(future, float("-inf"))
+                weights = F.dropout(scores.softmax(dim=-1), p)                              # (B, h, Nq, Nk)
+            out = weights.to(v.dtype) @ v                                                   # (B, h, Nq, e)
         else:
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=is_causal)  # (B, h, Nq, e)
         return self.resid_dropout(self.proj(rearrange(out, "b h n e -> b n (h e)")))
