@@ -15,8 +15,9 @@ score matrix (`materialize`):
 - None: explicit on CPU, fused elsewhere. MeBT's default. Every MeBT attention has the L latents on one
   side, so its scores are (Nq, L) or (L, Nk): linear in the clip, no bigger than the activations around
   them. On CPU two batched matmuls then beat the fused kernel, whose backward pass is slow at these shapes:
-  a full-length training step of the tiny preset (batch 4, bf16, 2 threads, AMD EPYC) took 74 ms instead of
-  95 ms. On a GPU the fused kernel stays: we have not measured the explicit path there.
+  a training step of the tiny preset (batch 4, bf16, 2 threads, idle AMD EPYC) took 39 / 67 / 99 ms instead
+  of 50 / 82 / 111 ms at 4 / 16 / 32 latent frames. The scores stay in fp32 (see forward). On a GPU the fused
+  kernel stays: we have not measured the explicit path there.
 
 Try it:
     python -c "import torch; from mebt.attention import Block; b = Block(64, 4); print(b(torch.randn(2, 5, 64), torch.randn(2, 7, 64)).shape)"

@@ -1,9 +1,8 @@
 """Training-time masking: split each sample's token positions into a context set and a target set.
 
-Why: docs/objective-and-decoding.md. One mask ratio r is drawn per batch; per sample a random permutation of
-its N positions puts the first N - ceil(r*N) (on a grid of N // 64: num_masked) in the context (visible) and
-the rest in the targets (to predict), with at least two positions on each side: training never shows the
-model an empty context.
+Why: docs/objective-and-decoding.md. One mask ratio r is drawn per batch; per sample a random permutation of its N positions
+puts the first N - ceil(r*N) in the context (visible) and the rest in the targets (to predict), with at least
+two positions on each side: training never shows the model an empty context.
 Every sample has the same (Nc, Nm), so a batch is two plain (B, n) index tensors: no padding.
 
 Try it:
@@ -18,7 +17,6 @@ import torch
 
 SCHEDULES = ("uniform", "cosine")
 MIN_SIDE = 2   # fewest positions on either side of a split, context or targets (see num_masked)
-SPLIT_SIZES = 64   # a window of n positions splits into targets in multiples of n // 64 (see num_masked)
 
 
 def mask_ratio(schedule: str, generator: torch.Generator | None = None) -> float:
@@ -40,27 +38,17 @@ def mask_ratio(schedule: str, generator: torch.Generator | None = None) -> float
 
 
 def num_masked(ratio: float, n: int) -> int:
-    """ceil(ratio * n), rounded to a multiple of n // SPLIT_SIZES when that is 2 or more, and clamped to leave at
-    least max(MIN_SIDE, that multiple) positions on either side: two targets and two context tokens at the least.
+    """ceil(ratio * n) clamped to [MIN_SIDE, n - MIN_SIDE]: at least two targets and two context tokens.
 
     Never an empty context: the encoder's cross layers would have nothing to read, and under DDP their
     gradients would arrive from some ranks only (find_unused_parameters on every step to survive it).
     Never a side of one either: torch.compile specialises sizes 0 and 1, so with both sides >= 2 a single
-    graph with symbolic sizes serves every training step.
-
-    Why round: on CPU under bf16, oneDNN generates machine code for every new matrix shape and caches it. With
-    exact counts nearly every step brings new (Nc, Nm) and pays for code generation again; rounded, a window has
-    at most SPLIT_SIZES - 1 splits, which recur and hit the cache. 800 training steps of the tiny preset (2 threads,
-    AMD EPYC) took 81 s instead of 99 s. Rounding moves the ratio by at most 1 / (2 * SPLIT_SIZES) = 1/128."""
+    graph with symbolic sizes serves every training step."""
     if n < 2 * MIN_SIDE:
         raise ValueError(f"num_masked: a split needs at least {2 * MIN_SIDE} positions, got {n}")
     # r*n in floating point can land a hair above an integer (0.3 * 10 = 3.0000000000000004);
     # the small offset keeps that from rounding up to the next count.
-    count = math.ceil(ratio * n - 1e-9)
-    unit = max(1, n // SPLIT_SIZES)
-    count = unit * math.floor(count / unit + 0.5)      # the nearest multiple (unit 1: unchanged)
-    side = max(MIN_SIDE, unit)
-    return min(max(count, side), n - side)
+    return min(max(math.ceil(ratio * n - 1e-9), MIN_SIDE), n - MIN_SIDE)
 
 
 def sample_split(positions: torch.Tensor, schedule: str, generator: torch.Generator | None = None,
@@ -75,7 +63,7 @@ def sample_split(positions: torch.Tensor, schedule: str, generator: torch.Genera
 
     Returns:
       context_pos: (B, N - Nm) long, the first positions of each sample's random permutation.
-      target_pos: (B, Nm) long, the rest; Nm = ceil(r * N), on a grid of N // 64 and clamped (num_masked).
+      target_pos: (B, Nm) long, the rest; Nm = ceil(r * N) clamped to [2, N - 2] (see num_masked).
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"mask schedule {schedule!r}: expected one of {', '.join(SCHEDULES)}")
