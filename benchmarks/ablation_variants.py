@@ -40,7 +40,7 @@ class ContextUpdatingEncoder(LatentEncoder):
         super().__init__(cfg)
         n_updates = max(self.kinds.count("cross") - 1, 0)   # an update after the last cross layer is never read
         self.context_layers = nn.ModuleList(
-            Block(cfg.d_model, cfg.n_heads, cfg.mlp_ratio, cfg.dropout, materialize=None) for _ in range(n_updates))
+            Block(cfg.d_model, cfg.n_heads, cfg.mlp_ratio, cfg.dropout) for _ in range(n_updates))
 
     def forward(self, context: torch.Tensor) -> torch.Tensor:
         """context (B, Nc, d) -> latents (B, L, d); the context is rewritten between cross layers."""

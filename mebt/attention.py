@@ -6,18 +6,10 @@ A pre-LayerNorm block whose queries and keys/values come from *separate* streams
     x = x + MLP(LN(x))
 
 MeBT's layers differ only in who is the query and who is the key/value (docs/architecture.md), so a
-self-attention layer is simply `block(x, x)`. Attention runs either through the fused
-`F.scaled_dot_product_attention` or as softmax(QK^T / sqrt(e)) V with an explicit (B, heads, Nq, Nk)
-score matrix (`materialize`):
-- True: explicit. Tests and bench.py use it to show what the fused kernel saves (full attention's
-  N x N scores).
-- False: fused. The baselines' default: their full attention would otherwise hold N x N scores.
-- None: explicit on CPU, fused elsewhere. MeBT's default. Every MeBT attention has the L latents on one
-  side, so its scores are (Nq, L) or (L, Nk): linear in the clip, no bigger than the activations around
-  them. On CPU two batched matmuls then beat the fused kernel, whose backward pass is slow at these shapes:
-  a training step of the tiny preset (batch 4, bf16, 2 threads, idle AMD EPYC) took 39 / 67 / 99 ms instead
-  of 50 / 82 / 111 ms at 4 / 16 / 32 latent frames. The scores stay in fp32 (see forward). On a GPU the fused
-  kernel stays: we have not measured the explicit path there.
+self-attention layer is simply `block(x, x)`. Attention runs through the fused
+`F.scaled_dot_product_attention`; `materialize=True` computes softmax(QK^T / sqrt(e)) V with an
+explicit (B, heads, Nq, Nk) score matrix instead, so tests and bench.py can show what the fused
+kernel saves.
 
 Try it:
     python -c "import torch; from mebt.attention import Block; b = Block(64, 4); print(b(torch.randn(2, 5, 64), torch.randn(2, 7, 64)).shape)"
@@ -41,13 +33,13 @@ def autocast_off(device: torch.device):
 class Attention(nn.Module):
     """Multi-head attention from a query stream to a key/value stream."""
 
-    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, materialize: bool | None = False):
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, materialize: bool = False):
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"Attention: d_model={d_model} must be divisible by n_heads={n_heads}")
         self.n_heads = n_heads
         self.dropout = dropout
-        self.materialize = materialize   # True explicit, False fused, None explicit on CPU (module docstring)
+        self.materialize = materialize
         self.query = nn.Linear(d_model, d_model)
         self.key_value = nn.Linear(d_model, 2 * d_model)   # one matmul for keys and values
         self.proj = nn.Linear(d_model, d_model)
@@ -68,10 +60,9 @@ class Attention(nn.Module):
                 k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
             cache["k"], cache["v"] = k, v
         p = self.dropout if self.training else 0.0
-        explicit = q.device.type == "cpu" if self.materialize is None else self.materialize
-        if explicit:
-            # Scores and softmax in at least fp32, also under bf16 autocast: scores rounded to bf16 (3 digits) moved a
-            # trained model's log-probabilities 10x further from fp32 than the fused kernel, which keeps them in fp32.
+        if self.materialize:
+            # Scores and softmax in at least fp32, also under bf16 autocast, as the fused kernel keeps them: scores
+            # rounded to bf16 (3 digits) moved a trained MeBT's log-probabilities 10x further from fp32 (in KL).
             wide = torch.promote_types(q.dtype, torch.float32)                              # float64 stays float64
             with autocast_off(q.device):
                 scores = q.to(wide) @ k.to(wide).transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, h, Nq, Nk)
@@ -89,7 +80,7 @@ class Block(nn.Module):
     """query + Attn(LN_q(query), LN_kv(kv)), then x + MLP(LN(x))."""
 
     def __init__(self, d_model: int, n_heads: int, mlp_ratio: int = 4, dropout: float = 0.0,
-                 materialize: bool | None = False):
+                 materialize: bool = False):
         super().__init__()
         self.ln_q = nn.LayerNorm(d_model)
         self.ln_kv = nn.LayerNorm(d_model)   # its own norm: the kv stream can be a different kind of vector

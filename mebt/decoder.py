@@ -19,7 +19,7 @@ from mebt.config import ModelConfig
 
 
 class LinearDecoder(nn.Module):
-    def __init__(self, cfg: ModelConfig, materialize: bool | None = None):
+    def __init__(self, cfg: ModelConfig, materialize: bool = False):
         super().__init__()
         self.kinds = tuple(cfg.decoder_layers)
         self.layers = nn.ModuleList(

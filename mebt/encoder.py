@@ -19,7 +19,7 @@ from mebt.config import ModelConfig
 
 
 class LatentEncoder(nn.Module):
-    def __init__(self, cfg: ModelConfig, materialize: bool | None = None):
+    def __init__(self, cfg: ModelConfig, materialize: bool = False):
         super().__init__()
         self.latents = nn.Parameter(torch.zeros(cfg.n_latents, cfg.d_model))   # (L, d); MeBT re-initialises it
         self.kinds = tuple(cfg.encoder_layers)

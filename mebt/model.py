@@ -104,9 +104,8 @@ def init_weights(model: nn.Module) -> None:
                 nn.init.normal_(p, std=0.02)
 
 
-def set_materialize(model: nn.Module, flag: bool | None) -> None:
-    """Switch every attention layer of `model`: True explicit softmax(QK^T)V, False the fused kernel, None explicit
-    on CPU and fused elsewhere (MeBT's default; why: mebt/attention.py)."""
+def set_materialize(model: nn.Module, flag: bool) -> None:
+    """Switch every attention layer of `model` between the fused kernel and explicit softmax(QK^T)V."""
     for module in model.modules():
         if isinstance(module, Attention):
             module.materialize = flag
@@ -129,7 +128,7 @@ def masked_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tens
 
 
 class MeBT(nn.Module):
-    def __init__(self, cfg: ModelConfig, materialize: bool | None = None):
+    def __init__(self, cfg: ModelConfig, materialize: bool = False):
         super().__init__()
         self.cfg = cfg
         self.embed = SplitEmbedding(cfg)
@@ -153,7 +152,7 @@ class MeBT(nn.Module):
         targets = self.decoder(latents, targets)                                 # (B, Nm, d)
         return self.head(self.ln_f(targets))                                     # (B, Nm, V)
 
-    def set_materialize(self, flag: bool | None) -> None:
+    def set_materialize(self, flag: bool) -> None:
         set_materialize(self, flag)
 
     def optim_groups(self, weight_decay: float) -> list[dict]:
