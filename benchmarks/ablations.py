@@ -41,6 +41,7 @@ from mebt.distributed import Dist, shared_generator, step_generator
 from mebt.model import MeBT
 from mebt.pipeline import (RunPaths, check_tokenizer_matches, generate_videos, load_tokenizer, sampling_settings)
 from mebt.stats import mean_ci
+from mebt.token_cache import background_code
 from mebt.train_tokenizer import train_tokenizer
 from mebt.train_transformer import heldout_cross_entropy, lr_at, token_caches, train_step, training_batch
 
@@ -153,6 +154,9 @@ def run_ablations(args, device: torch.device) -> dict:
     base = dataclasses.replace(preset, train=dataclasses.replace(
         preset.train, transformer_steps=steps, tokenizer_steps=budget["tokenizer_steps"]))
     tokenizer, caches, fp = prepare_tokens(args, base, device)
+    # decode as train.py's checkpoints do: with the flat background's code, found in the token cache
+    base = dataclasses.replace(base, train=dataclasses.replace(
+        base.train, sample_background_code=background_code(caches["train"], base.model.vocab_size)))
     settings = dict(steps=steps, batch_size=base.train.batch_size, device=device_name(device),
                     tokenizer_fingerprint=fp, heldout_clips=len(caches["eval"]), eval_frames=list(EVAL_FRAMES),
                     ratios=list(RATIOS), sample_videos=videos,

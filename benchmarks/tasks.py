@@ -135,13 +135,15 @@ def sliding_window_tokens(model: nn.Module, given: torch.Tensor, settings: dict,
     return tokens
 
 
-def autoregressive_tokens(model: nn.Module, given: torch.Tensor, generator) -> torch.Tensor:
+def autoregressive_tokens(model: nn.Module, given: torch.Tensor, settings: dict, generator) -> torch.Tensor:
     """(B, t, h, w): given the known first latent frames only, the rest up to the last unknown frame token by
-    token; known frames after that are pasted back unchanged (the model never sees them)."""
+    token; known frames after that are pasted back unchanged (the model never sees them).
+    settings: generate_long's sampling keywords (temperature, foreground_temperature, background_code)."""
     known = (given >= 0).flatten(2).all(2)[0].tolist()                        # (t,) per latent frame
     prime = known.index(False)
     end = len(known) - known[::-1].index(False)                               # one past the last unknown frame
-    made = generate_long(model, len(given), end, given[:, :prime] if prime else None, generator=generator)
+    made = generate_long(model, len(given), end, given[:, :prime] if prime else None, generator=generator,
+                         **settings)
     tokens = given.clone()
     tokens[:, :end] = made
     return tokens

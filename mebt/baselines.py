@@ -23,6 +23,7 @@ from einops import rearrange
 
 from mebt.attention import Block
 from mebt.config import ModelConfig
+from mebt.decoding import sharpen_foreground
 from mebt.model import PositionalEmbedding, SplitEmbedding, check_split, init_weights
 
 
@@ -140,9 +141,11 @@ class AutoregressiveBaseline(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-def sample_token(logits: torch.Tensor, temperature: float, top_k: int | None, generator) -> torch.Tensor:
-    """logits (B, V) -> one token per row (B, 1), drawn from softmax(logits / temperature) over the top k."""
-    logits = logits.float() / temperature
+def sample_token(logits: torch.Tensor, temperature: float, top_k: int | None, generator,
+                 foreground_temperature: float = 1.0, background_code: int | None = None) -> torch.Tensor:
+    """logits (B, V) -> one token per row (B, 1), drawn from softmax(logits / temperature) over the top k, after
+    the same sharpening of the non-background codes as MeBT's draws (mebt.decoding.sharpen_foreground)."""
+    logits = sharpen_foreground(logits, foreground_temperature, background_code) / temperature
     if top_k is not None:   # keep the k most likely codes
         kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]               # (B, 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -152,7 +155,8 @@ def sample_token(logits: torch.Tensor, temperature: float, top_k: int | None, ge
 @torch.no_grad()
 def continue_tokens(model: nn.Module, prefix: torch.Tensor, n_tokens: int, temperature: float = 1.0,
                     top_k: int | None = None, generator: torch.Generator | None = None,
-                    cache: KVCache | None = None) -> torch.Tensor:
+                    cache: KVCache | None = None, foreground_temperature: float = 1.0,
+                    background_code: int | None = None) -> torch.Tensor:
     """prefix (B, p) known tokens -> (B, p + n_tokens): n_tokens sampled after them, one model call each (the
     first call also feeds the prefix). `model` is an AutoregressiveBaseline, or a module that calls one."""
     cfg = model.cfg
@@ -168,7 +172,8 @@ def continue_tokens(model: nn.Module, prefix: torch.Tensor, n_tokens: int, tempe
     tokens[:, :p] = prefix
     fed = prefix                                                                   # (B, p): the prefix first
     for i in range(p, p + n_tokens):
-        tokens[:, i:i + 1] = sample_token(model(fed, cache), temperature, top_k, generator)
+        tokens[:, i:i + 1] = sample_token(model(fed, cache), temperature, top_k, generator, foreground_temperature,
+                                          background_code)
         fed = tokens[:, i:i + 1]                                                                # then the newest token
     return tokens
 
@@ -176,7 +181,8 @@ def continue_tokens(model: nn.Module, prefix: torch.Tensor, n_tokens: int, tempe
 @torch.no_grad()
 def generate_long(model: nn.Module, batch_size: int, t_total: int, prime: torch.Tensor | None = None,
                   carry: int | None = None, temperature: float = 1.0, top_k: int | None = None,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+                  generator: torch.Generator | None = None, foreground_temperature: float = 1.0,
+                  background_code: int | None = None) -> torch.Tensor:
     """A (B, t_total, h, w) token video from a model of windows model.cfg.grid = (t_window, h, w).
 
     prime: optional (B, k, h, w) first latent frames, kept. The first window is filled token by token; then the
@@ -188,15 +194,17 @@ def generate_long(model: nn.Module, batch_size: int, t_total: int, prime: torch.
     if not 0 < carry < t_window:
         raise ValueError(f"generate_long: carry={carry} latent frames must be in [1, {t_window - 1}]")
     device = next(model.parameters()).device
+    foreground = (foreground_temperature, background_code)
     cache = KVCache(model.cfg, batch_size, device, next(model.parameters()).dtype)   # reused by every window
     video = torch.empty(batch_size, 0, h, w, dtype=torch.long, device=device) if prime is None else prime.to(device)
     if video.shape[1] < t_window:                                                    # fill the first window
         frames = min(t_window, t_total) - video.shape[1]
-        video = continue_tokens(model, video.flatten(1), frames * h * w, temperature, top_k, generator, cache)
+        video = continue_tokens(model, video.flatten(1), frames * h * w, temperature, top_k, generator, cache,
+                                *foreground)
         video = video.view(batch_size, -1, h, w)
     while video.shape[1] < t_total:
         frames = min(t_window - carry, t_total - video.shape[1])                     # new latent frames this window
         window = continue_tokens(model, video[:, -carry:].flatten(1), frames * h * w, temperature, top_k,
-                                 generator, cache)                                   # (B, (carry + frames) * h * w)
+                                 generator, cache, *foreground)                      # (B, (carry + frames) * h * w)
         video = torch.cat([video, window[:, carry * h * w:].view(batch_size, frames, h, w)], dim=1)
     return video[:, :t_total]

@@ -105,6 +105,14 @@ class TrainConfig:
                                          # object tokens then agree with each other instead of being drawn blind
     sample_revise: int = 4               # draft-and-revise rounds at the end (2 model calls each): resample each random
     sample_revise_temperature: float = 1.0   # half given the other; at 1.0 (authors: 0.7, which favours background)
+    # Sharper object codes: every draw keeps the model's p(background) and sharpens the other codes by this
+    # temperature (mebt.decoding.sharpen_foreground). Off (1) by default: 0.5 raised MeBT's persistence but the
+    # sliding window's more, and it narrows the shapes and colours drawn (README, "Sharper object codes").
+    # Acts only where the data has a background code (next field)
+    sample_foreground_temperature: float = 1.0
+    # the code that is at least half of the training tokens (a flat background), found by train.py in the token
+    # cache (mebt.token_cache.background_code); -1 = none (real videos), which switches the line above off
+    sample_background_code: int = -1
 
 
 @dataclass
@@ -147,6 +155,8 @@ class Config:
         tr = self.train
         if not 0.0 < tr.curriculum_full_at <= 1.0:
             raise ValueError(f"train.curriculum_full_at={tr.curriculum_full_at}: expected a fraction of training in (0, 1]")
+        if tr.sample_foreground_temperature <= 0:
+            raise ValueError(f"train.sample_foreground_temperature={tr.sample_foreground_temperature}: expected > 0 (1 = off)")
         if not 0.0 <= tr.min_lr_ratio <= 1.0:
             raise ValueError(f"train.min_lr_ratio={tr.min_lr_ratio}: expected a fraction of the peak lr in [0, 1]")
         if d.dataset not in ("synthetic", "videos", "skytimelapse"):

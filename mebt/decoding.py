@@ -14,6 +14,9 @@ places left for objects are scattered holes: samples come out nearly empty. A la
 (the tiny preset uses 1000) makes the order random: the model was trained on random masks, and a perfect
 model revealing one token per step would then draw exact samples.
 
+Which code? Every draw may keep the model's p(background) and sharpen the other codes among themselves
+(sharpen_foreground, off by default): steadier object shapes, fewer shapes and colours.
+
 The decoding settings (steps, context temperature, bootstrap, revise rounds and temperature) have no defaults
 here: they are tuned per preset and stored with every checkpoint (TrainConfig.sample_*), and a default in this
 file would silently decode a model with another preset's settings. mebt.pipeline.sampling_settings turns a
@@ -85,13 +88,33 @@ def _predict(model: nn.Module, tokens: torch.Tensor, in_context: torch.Tensor):
     return target_pos, logits
 
 
-def _sample(logits: torch.Tensor, temperature: float, top_k: int | None, generator, device):
+def sharpen_foreground(logits: torch.Tensor, temperature: float, background_code: int | None) -> torch.Tensor:
+    """Reshape each distribution over codes: p(background) as the model says, the other codes sharpened.
+
+    logits (..., V) -> float32 logits (..., V) of q, with q(bg) = p(bg) and q(c) proportional to p(c)^(1/temperature)
+    for c != bg, scaled so that they share 1 - p(bg). temperature 1 or no background code: p itself.
+    Why: on a flat background one code is most of every video, and an object's probability is spread over many
+    codes (colour x sub-patch offset). A plain temperature below 1 takes mass from the objects and gives it to the
+    background (videos empty out); this one leaves *whether* a token is background to the model and only makes
+    *which* object code less noisy (README, "Sharper object codes")."""
+    if temperature == 1.0 or background_code is None:
+        return logits.float()                                                        # the very same draws as before
+    logp = logits.float().log_softmax(dim=-1)                                        # (..., V)
+    log_p_bg = logp[..., background_code:background_code + 1]                        # (..., 1)
+    rest = (logp / temperature).index_fill(-1, torch.tensor([background_code], device=logp.device), float("-inf"))
+    # log q(c) = log softmax_rest(log p / T)(c) + log(1 - p(bg)); clamp: p(bg) = 1 leaves nothing to share
+    rest = rest.log_softmax(dim=-1) + torch.log1p(-log_p_bg.exp().clamp_max(1 - 1e-6))
+    return rest.index_copy(-1, torch.tensor([background_code], device=logp.device), log_p_bg)
+
+
+def _sample(logits: torch.Tensor, temperature: float, top_k: int | None, generator, device,
+            foreground_temperature: float = 1.0, background_code: int | None = None):
     """One token per target: (B, n, V) -> tokens (B, n), log p(token) (B, n) under the model's own distribution."""
     logits = logits.float()
-    scores = logits
+    scores = sharpen_foreground(logits, foreground_temperature, background_code)     # (B, n, V)
     if top_k is not None and top_k < logits.shape[-1]:
-        kth_best = logits.topk(top_k, dim=-1).values[..., -1:]          # (B, n, 1)
-        scores = logits.masked_fill(logits < kth_best, float("-inf"))  # only the k best stay possible
+        kth_best = scores.topk(top_k, dim=-1).values[..., -1:]          # (B, n, 1)
+        scores = scores.masked_fill(scores < kth_best, float("-inf"))  # only the k best stay possible
     if temperature > 0:
         # Gumbel-max trick: argmax(l/T + g) is an exact draw from softmax(l/T)
         scores = scores / temperature + _gumbel(scores.shape, generator, device)
@@ -111,7 +134,8 @@ def _resolve(device: torch.device | str) -> torch.device:
 
 def decode(model: nn.Module, batch_size: int, grid: tuple[int, int, int], *, steps: int,
            context_temperature: float, bootstrap: int, revise: int, revise_temperature: float,
-           temperature: float = 1.0, top_k: int | None = None, given: torch.Tensor | None = None,
+           temperature: float = 1.0, top_k: int | None = None, foreground_temperature: float = 1.0,
+           background_code: int | None = None, given: torch.Tensor | None = None,
            generator: torch.Generator | None = None, device: torch.device | str | None = None,
            return_history: bool = False, progress: bool = False):
     """Iterative masked decoding of a (t, h, w) token grid.
@@ -132,6 +156,8 @@ def decode(model: nn.Module, batch_size: int, grid: tuple[int, int, int], *, ste
       temperature: token sampling temperature of the bootstrap and main loop (0 = argmax; 1 = the model's own).
       top_k: if set, the main loop samples only among the k most likely tokens; bootstrap and revise sample
         from the whole distribution, as the authors' code does.
+      foreground_temperature, background_code: every draw (bootstrap, main loop, revise) keeps the model's
+        p(background_code) and sharpens the other codes by this temperature (sharpen_foreground); 1 or None: off.
       given: optional (B, t*h*w) long of known tokens, -1 = unknown. Known tokens are context from the start
         and never change; every sample must have the same number of them.
       generator: optional torch.Generator on the decoding device (the same device, index included), for
@@ -155,6 +181,8 @@ def decode(model: nn.Module, batch_size: int, grid: tuple[int, int, int], *, ste
         raise ValueError("temperature, revise_temperature and context_temperature must be >= 0")
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k={top_k}: expected None or at least 1")
+    if foreground_temperature <= 0:
+        raise ValueError(f"foreground_temperature={foreground_temperature}: expected > 0 (1 = off)")
     if bootstrap < 0 or revise < 0:
         raise ValueError(f"bootstrap={bootstrap}, revise={revise}: expected >= 0")
     if device is None:
@@ -180,6 +208,9 @@ def decode(model: nn.Module, batch_size: int, grid: tuple[int, int, int], *, ste
         if cfg is not None:   # checked here, once: the model itself never reads values back (no host sync)
             check_indices("given", given.clamp_min(0), cfg.vocab_size, "codebook indices (or -1 for unknown)")
         tokens = given.to(device=device, dtype=torch.long).clone()
+    if background_code is not None and (background_code < 0 or cfg is not None and background_code >= cfg.vocab_size):
+        raise ValueError(f"background_code={background_code}: expected a codebook index")
+    foreground = (foreground_temperature, background_code)      # how every draw below reshapes p
     is_given = tokens >= 0                                       # (B, N) never resampled
     n_given = is_given.sum(dim=1)                                # (B,)
     if (n_given != n_given[0]).any():
@@ -204,7 +235,7 @@ def decode(model: nn.Module, batch_size: int, grid: tuple[int, int, int], *, ste
                 step += 1
                 target_pos, logits = _predict(model, tokens, tokens >= 0)                 # (B, m), (B, m, V)
                 pick = torch.randint(target_pos.shape[1], (B, 1), generator=generator, device=device)  # (B, 1)
-                sampled, _ = _sample(logits[rows, pick], temperature, None, generator, device)   # (B, 1)
+                sampled, _ = _sample(logits[rows, pick], temperature, None, generator, device, *foreground)   # (B, 1)
                 pos = target_pos.gather(1, pick)                                           # (B, 1)
                 tokens.scatter_(1, pos, sampled)
                 history.scatter_(1, pos, step)
@@ -213,7 +244,7 @@ def decode(model: nn.Module, batch_size: int, grid: tuple[int, int, int], *, ste
             for k, n_left in enumerate(schedule, start=1):
                 step += 1
                 target_pos, logits = _predict(model, tokens, tokens >= 0)                 # (B, m), (B, m, V)
-                sampled, log_p = _sample(logits, temperature, top_k, generator, device)   # (B, m), (B, m)
+                sampled, log_p = _sample(logits, temperature, top_k, generator, device, *foreground)   # (B, m), (B, m)
                 tau = context_temperature * (1 - k / steps)                               # annealed to 0 at k = K
                 confidence = log_p + tau * _gumbel(log_p.shape, generator, device)        # (B, m)
                 keep = confidence.topk(target_pos.shape[1] - n_left, dim=1).indices       # (B, m - n_left)
@@ -230,7 +261,7 @@ def decode(model: nn.Module, batch_size: int, grid: tuple[int, int, int], *, ste
                 in_context = torch.ones(B, N, dtype=torch.bool, device=device)
                 in_context.scatter_(1, halves[half], False)                               # this half is masked
                 target_pos, logits = _predict(model, tokens, in_context)
-                sampled, _ = _sample(logits, revise_temperature, None, generator, device)
+                sampled, _ = _sample(logits, revise_temperature, None, generator, device, *foreground)
                 tokens.scatter_(1, target_pos, sampled)
                 bar.update()
     finally:

@@ -176,7 +176,9 @@ def sampling_settings(tc: TrainConfig, unknown: int) -> dict:
     unknown: the number of tokens left to generate; the bootstrap count is capped at it (short clips, primes)."""
     return dict(steps=tc.sample_steps, context_temperature=tc.sample_context_temperature,
                 bootstrap=min(tc.sample_bootstrap, unknown), revise=tc.sample_revise,
-                revise_temperature=tc.sample_revise_temperature)
+                revise_temperature=tc.sample_revise_temperature,
+                foreground_temperature=tc.sample_foreground_temperature,
+                background_code=tc.sample_background_code if tc.sample_background_code >= 0 else None)
 
 
 @torch.no_grad()

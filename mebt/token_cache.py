@@ -144,3 +144,17 @@ class TokenDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         return self.tokens[i].long()                   # embeddings index with int64
+
+
+BACKGROUND_SHARE = 0.5   # a code that is at least half of all training tokens is a flat background (synthetic: 68%)
+
+
+def background_code(tokens: torch.Tensor, vocab_size: int) -> int:
+    """The code that makes up at least BACKGROUND_SHARE of `tokens` (a flat background), or -1 if no code does.
+
+    tokens: any integer tensor of codebook indices, e.g. a whole cache. Real footage (sky, people) has no such
+    code: its commonest code is a few percent, and -1 switches the foreground temperature off
+    (mebt.decoding.sharpen_foreground)."""
+    counts = torch.bincount(tokens.flatten().long(), minlength=vocab_size)   # (V,)
+    top = int(counts.argmax())
+    return top if counts[top] >= BACKGROUND_SHARE * tokens.numel() else -1

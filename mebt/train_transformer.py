@@ -39,7 +39,7 @@ from mebt.model import MeBT, check_indices, masked_token_loss
 from mebt.pipeline import (LossNotFinite, MetricsLog, RunPaths, autocast, check_tokenizer_matches, generate_videos,
                            load_tokenizer, refuse_overwrite, sampling_settings)
 from mebt.token_cache import KIND as CACHE_KIND
-from mebt.token_cache import build_or_load
+from mebt.token_cache import background_code, build_or_load
 from mebt.video_io import save_filmstrip, save_video
 
 EVAL_SEED = 1234     # the held-out masks are the same in every run and at every eval: CEs are comparable
@@ -252,6 +252,11 @@ def train_transformer(cfg: Config, out_dir: str, *, data_dir: str | None = None,
     caches = token_caches(cfg, tokenizer, tokenizer_fp, paths, data_dir, dist, workers)
     for split, tokens in caches.items():   # checked once here: the model reads no values back during a step
         check_indices(paths.cache(split), tokens, cfg.model.vocab_size, "codebook indices")
+    # the flat background's code, if the data has one: stored with the config, so every later draw can sharpen the
+    # other codes (TrainConfig.sample_foreground_temperature) without the cache
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(
+        tc, sample_background_code=background_code(caches["train"], cfg.model.vocab_size)))
+    tc = cfg.train
     t_max, h, w = cfg.model.grid
     schedule = Curriculum.from_total_steps(t_max, tc.transformer_steps, full_at=tc.curriculum_full_at,
                                            spread=tc.curriculum_spread, enabled=tc.curriculum and curriculum)

@@ -66,3 +66,15 @@ def test_last_window_agrees_with_the_full_forward():
     window = video[:, 3:].flatten(1)                                                     # the last window: 3 + 1 frames
     predicted = model(window).argmax(-1)                                                 # (B, 24)
     assert torch.equal(predicted[:, 18:], window[:, 18:])                                # its one new frame
+
+
+def test_autoregressive_draws_use_the_same_foreground_sharpening_as_mebt():
+    from mebt.baselines import sample_token
+    p = torch.tensor([0.1, 0.1, 0.6, 0.2])                             # code 2 is the background
+    logits = p.log().expand(40000, 4)
+    g = torch.Generator().manual_seed(3)
+    drawn = sample_token(logits, 1.0, None, g, foreground_temperature=0.5, background_code=2).flatten()
+    freq = torch.bincount(drawn, minlength=4).float() / drawn.numel()
+    rest = torch.tensor([0.01, 0.01, 0.04])
+    expected = torch.tensor([0.4 * rest[0] / rest.sum(), 0.4 * rest[1] / rest.sum(), 0.6, 0.4 * rest[2] / rest.sum()])
+    assert torch.allclose(freq, expected, atol=0.015)

@@ -297,3 +297,43 @@ def test_given_tokens_and_grid_are_checked_against_the_model_before_it_runs():
         run_decode(MeBT(cfg), 1, cfg.grid, steps=2, given=given)
     with pytest.raises(ValueError, match="grid=\\(3, 2, 4\\) has 24 positions"):
         run_decode(MeBT(cfg), 1, (3, 2, 4), steps=2)
+
+
+def test_sharpen_foreground_keeps_p_background_and_raises_the_rest_to_one_over_t():
+    from mebt.decoding import sharpen_foreground
+    p = torch.tensor([[0.1, 0.1, 0.6, 0.2], [0.05, 0.9, 0.03, 0.02]])        # code 2 is the background
+    logits = p.log() + 3.0                                             # any shift: logits, not log-probs
+    for t in (0.5, 2.0):
+        q = sharpen_foreground(logits, t, 2).softmax(-1)
+        rest = p[:, [0, 1, 3]] ** (1 / t)
+        rest = rest / rest.sum(-1, keepdim=True) * (1 - p[:, 2:3])      # the rest share what the background leaves
+        torch.testing.assert_close(q[:, 2], p[:, 2])
+        torch.testing.assert_close(q[:, [0, 1, 3]], rest)
+    assert torch.equal(sharpen_foreground(logits, 1.0, 2), logits)     # off: the very same logits, so the same draws
+    assert torch.equal(sharpen_foreground(logits, 0.5, None), logits)
+
+
+def test_foreground_temperature_reshapes_every_draw_bootstrap_main_loop_and_revise():
+    from mebt.config import ModelConfig
+    from mebt.model import MeBT
+    p = torch.tensor([0.1, 0.1, 0.6, 0.2])                             # code 2 is the background
+    table = p.log().expand(256, 4).clone()
+    rest = torch.tensor([0.1, 0.1, 0.2]) ** 2                          # foreground temperature 0.5
+    expected = torch.cat([rest[:2], torch.zeros(1), rest[2:]]) / rest.sum() * 0.4
+    expected[2] = 0.6
+    g = torch.Generator().manual_seed(11)
+    sharp = dict(foreground_temperature=0.5, background_code=2, context_temperature=1000.0, generator=g)
+    tokens, history = run_decode(TableModel(table), 40, (1, 16, 16), steps=2, bootstrap=100, return_history=True,
+                                 **sharp)
+    for name, drawn in (("bootstrap", tokens.flatten(1)[history <= 100]), ("main loop", tokens.flatten(1)[history > 100])):
+        freq = torch.bincount(drawn, minlength=4).float() / drawn.numel()
+        assert torch.allclose(freq, expected, atol=0.02), name
+    revised = run_decode(TableModel(table), 40, (1, 16, 16), steps=1, revise=1, revise_temperature=1.0, **sharp)
+    freq = torch.bincount(revised.flatten(), minlength=4).float() / revised.numel()
+    assert torch.allclose(freq, expected, atol=0.02)                   # the revise passes too
+    with pytest.raises(ValueError, match="foreground_temperature=0"):
+        run_decode(TableModel(table), 1, (1, 16, 16), foreground_temperature=0.0, background_code=2)
+    cfg = ModelConfig(vocab_size=4, grid=(1, 2, 2), d_model=16, n_heads=2, n_latents=2,
+                      encoder_layers=("cross",), decoder_layers=("read",))
+    with pytest.raises(ValueError, match="background_code=4: expected a codebook index"):
+        run_decode(MeBT(cfg), 1, cfg.grid, foreground_temperature=0.5, background_code=4)

@@ -3,6 +3,7 @@ known frames on both sides), per-video scores on ground truth, and --quick end t
 
     python -m pytest -q tests/test_quality.py
 """
+import dataclasses
 import json
 import os
 
@@ -233,11 +234,28 @@ def test_methods_and_tasks_subsets_score_only_those_and_train_no_baseline(tmp_pa
                                                   ("--baseline-steps", "0", "expected at least 1"),
                                                   ("--methods", "mebt,gan", "expected a comma-separated subset"),
                                                   ("--methods", "mebt,mebt", "expected a comma-separated subset"),
-                                                  ("--tasks", "prediction,sky", "expected a comma-separated subset")])
+                                                  ("--tasks", "prediction,sky", "expected a comma-separated subset"),
+                                                  ("--foreground-temperature", "0.0", "expected > 0")])
 def test_bad_flags_are_one_line_errors(tmp_path, flag, value, message):
     with pytest.raises(ValueError, match=f"{flag} {value}: {message}") as error:
         bench.main(["quality", "--ckpt", str(tmp_path / "x.pt"), flag, value, "--out-dir", str(tmp_path / "out")])
     assert "\n" not in str(error.value) and not (tmp_path / "out").exists()
+
+
+def test_every_method_samples_with_the_same_foreground_sharpening():
+    """One sampling rule for all three methods: a sharpening given to MeBT alone would not be a fair comparison."""
+    from types import SimpleNamespace
+
+    from benchmarks.quality import methods
+    from mebt.config import get_preset
+    cfg = get_preset("tiny")
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, sample_foreground_temperature=0.5,
+                                                             sample_background_code=22))
+    models = {name: SimpleNamespace(cfg=cfg.model) for name in ("mebt", "sliding-window", "autoregressive")}
+    runs = methods(cfg, models, 2048, quick=False)
+    assert {run["method"] for run in runs} == set(models)
+    for run in runs:
+        assert (run["settings"]["foreground_temperature"], run["settings"]["background_code"]) == (0.5, 22), run
 
 
 def test_quality_needs_an_existing_checkpoint(tmp_path):

@@ -190,6 +190,7 @@ def test_missing_checkpoint_is_one_line_exit_2_without_traceback(tmp_path):
     (["--ckpt", "RUN/tokenizer.pt"], "--ckpt: {run}/tokenizer.pt is a 'tokenizer' checkpoint, expected 'mebt'"),
     (["--tokenizer", "RUN/mebt.pt"], "--tokenizer: {run}/mebt.pt is a 'mebt' checkpoint, expected 'tokenizer'"),
     (["--num-samples", "0"], "--num-samples 0: expected at least 1"),
+    (["--foreground-temperature", "0"], "--foreground-temperature 0.0: expected > 0 (1 = off)"),
     (["--frames", "4", "--bootstrap", "17"], "--bootstrap 17: expected at most 16, the tokens left to generate"),
 ])
 def test_bad_input_is_one_line_naming_the_flag(run_dir, tmp_path, capsys, extra, message):

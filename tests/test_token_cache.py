@@ -234,3 +234,10 @@ def test_a_rebuild_killed_while_writing_keeps_the_previous_cache(tmp_path, capsy
     rebuilt = BlockMeanTokenizer()
     build_or_load(tmp_path / "tokens.pt", rebuilt, Clips(40), _key(clip_frames=4), progress=False)
     assert rebuilt.calls > 0 and "stale (changed: clip_frames)" in capsys.readouterr().out   # never trusted
+
+
+def test_background_code_is_the_code_of_at_least_half_the_tokens_or_none():
+    from mebt.token_cache import background_code
+    tokens = torch.tensor([[3, 3, 3, 1], [3, 0, 3, 2]], dtype=torch.int16)   # code 3: 5 of 8
+    assert background_code(tokens, 4) == 3
+    assert background_code(torch.tensor([3, 3, 1, 2, 0, 1]), 4) == -1        # commonest, but a third only

@@ -176,6 +176,19 @@ def test_keep_every_keeps_each_snapshot_as_the_run_was_at_that_step(tmp_path):
     assert_same_weights(train_transformer(cfg, str(resumed_dir), resume=True).state_dict(), final)
 
 
+def test_the_checkpoint_records_the_background_code_of_its_token_cache(tmp_path):
+    from mebt.pipeline import RunPaths
+    from mebt.token_cache import KIND, background_code
+    cfg = micro_config()
+    train_tokenizer(cfg, str(tmp_path))
+    train_transformer(cfg, str(tmp_path))
+    tokens = load_checkpoint(RunPaths(str(tmp_path)).cache("train"), KIND)["tokens"]
+    saved = Config.from_dict(load_checkpoint(tmp_path / "mebt.pt", "mebt")["config"]).train
+    assert saved.sample_background_code == background_code(tokens, cfg.model.vocab_size)
+    flat = torch.zeros_like(tokens)                                   # one code everywhere: a flat background
+    assert background_code(flat, cfg.model.vocab_size) == 0
+
+
 def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
     cfg = micro_config(eval_every=2)                        # checkpoints at steps 2 and 4
     real_save, saves = torch.save, []
