@@ -100,11 +100,12 @@ def sharpen_foreground(logits: torch.Tensor, temperature: float, background_code
     if temperature == 1.0 or background_code is None:
         return logits.float()                                                        # the very same draws as before
     logp = logits.float().log_softmax(dim=-1)                                        # (..., V)
-    log_p_bg = logp[..., background_code:background_code + 1]                        # (..., 1)
-    rest = (logp / temperature).index_fill(-1, torch.tensor([background_code], device=logp.device), float("-inf"))
+    bg = torch.tensor([background_code], device=logp.device)                          # (1,) index of the background
+    log_p_bg = logp.index_select(-1, bg)                                             # (..., 1)
+    rest = (logp / temperature).index_fill(-1, bg, float("-inf"))
     # log q(c) = log softmax_rest(log p / T)(c) + log(1 - p(bg)); clamp: p(bg) = 1 leaves nothing to share
     rest = rest.log_softmax(dim=-1) + torch.log1p(-log_p_bg.exp().clamp_max(1 - 1e-6))
-    return rest.index_copy(-1, torch.tensor([background_code], device=logp.device), log_p_bg)
+    return rest.index_copy(-1, bg, log_p_bg)
 
 
 def _sample(logits: torch.Tensor, temperature: float, top_k: int | None, generator, device,
